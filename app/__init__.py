@@ -1,0 +1,1 @@
+"""The cinstyle HTTP service and the `cinstyle` command line. No maths here."""

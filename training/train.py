@@ -1,0 +1,194 @@
+"""Joint multi-style training of one CIN network (Dumoulin et al. 2017).
+
+Runs the same on CPU, one GPU, or under ``torchrun`` (DistributedDataParallel).
+Only the main process logs and writes files. Phases per step: draw a batch,
+step, then (periodically) save state / write samples / write the bank.
+"""
+
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from model.bank import StyleInfo, load_bank, save_bank, sha256_file
+from model.imageio import image_to_tensor, load_image_file
+from model.losses import content_change, gram_matrix, style_loss, target_grams, total_variation
+from model.transformer import TransformerConfig, TransformerNet
+from model.vgg import load_vgg19
+from training.config import TrainConfig
+from training.data import (ContentCrops, list_content_images, list_style_images, load_images,
+                           split_holdout, style_name_from_path)
+from training.distributed import init_distributed, shutdown_distributed
+from training.reports import loss_plot, sample_grid
+from training.state import load_state, save_state
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.safetensors"
+BANK_DIR = "bank"
+
+
+@dataclass
+class TrainResult:
+    bank_dir: Path
+    step: int
+    history: list[dict[str, float]]
+    interrupted: bool
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM so the loop writes its state before exiting."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.stop = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The RNG of one step on one rank: a pure function of (seed, rank, step)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1))
+
+
+def style_names_for(config: TrainConfig, files: list[Path]) -> list[str]:
+    return list(config.style_names) if config.style_names else [style_name_from_path(p) for p in files]
+
+
+def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | None = None,
+          show_progress: bool = True) -> TrainResult:
+    """Train (or resume) a bank as described by ``config``; returns where the bank is."""
+    dist_info, device = init_distributed(config.device)
+    out_dir = Path(config.out_dir)
+    torch.manual_seed(config.seed)
+    style_files = list_style_images(config.styles)
+    names = style_names_for(config, style_files)
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "train_config.json")
+
+    vgg = load_vgg19(config.vgg_source, device=device)
+    layers = tuple(config.style_layers)
+    grams = [target_grams(vgg, image_to_tensor(load_image_file(f, max_side=config.style_size)).to(device), layers)
+             for f in style_files]
+    style_targets = {layer: torch.cat([g[layer] for g in grams]) for layer in layers}  # (n_styles, C, C)
+
+    content_files = list_content_images(config.content_dir)
+    train_files, holdout_files = split_holdout(content_files, config.holdout_fraction, config.seed)
+    crops = ContentCrops(load_images(train_files, max_side=max(config.image_size * 2, 512)), config.image_size)
+    sample_photos = _sample_photos(holdout_files or train_files, config.image_size)
+
+    net_config = TransformerConfig(n_styles=len(style_files), channels=config.channels,
+                                   n_residual=config.n_residual, outer_kernel=config.outer_kernel)
+    network = TransformerNet(net_config).to(device)
+    if config.init_bank:
+        network.load_state_dict(load_bank(config.init_bank).network.state_dict())
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    step, history = 0, []
+    state_path = out_dir / STATE_FILE
+    if resume and state_path.is_file():
+        step, history = load_state(state_path, network, optimizer)
+        if dist_info.is_main:
+            log.info("resumed from %s at step %d", state_path, step)
+    model = DistributedDataParallel(network) if dist_info.enabled else network
+    network.train()
+
+    weights = config.loss_weights
+    last_state_time = time.monotonic()
+    end_step = config.steps if max_steps_this_run is None else min(config.steps, step + max_steps_this_run)
+    progress = tqdm(total=config.steps, initial=step, disable=not (dist_info.is_main and show_progress),
+                    dynamic_ncols=True, desc="train")
+    running: dict[str, float] = {}
+    interrupted = False
+    started = time.monotonic()
+    with _StopFlag() as flag:
+        while step < end_step:
+            generator = step_generator(config.seed, dist_info.rank, step)
+            content = crops.batch(config.batch_size, generator).to(device)
+            style_index = torch.randint(net_config.n_styles, (config.batch_size,), generator=generator).to(device)
+            style_weights = torch.nn.functional.one_hot(style_index, net_config.n_styles).float()
+
+            output = model(content, style_weights)
+            features = vgg(output, (*layers, config.content_layer))
+            with torch.no_grad():
+                content_target = vgg(content, (config.content_layer,))[config.content_layer]
+            loss_style = style_loss({l: gram_matrix(features[l]) for l in layers},
+                                    {l: style_targets[l][style_index] for l in layers}, relative=True)
+            loss_content = content_change(features[config.content_layer], content_target)
+            loss_tv = total_variation(output)
+            loss = weights.style * loss_style + weights.content * loss_content + weights.tv * loss_tv
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+
+            terms = {"total": loss.item(), "style": weights.style * loss_style.item(),
+                     "content": weights.content * loss_content.item(), "tv": weights.tv * loss_tv.item()}
+            if not all(math.isfinite(v) for v in terms.values()):
+                raise FloatingPointError(f"loss became non-finite at step {step}: {terms}")
+            for key, value in terms.items():
+                running[key] = running.get(key, 0.0) + value
+            if step % config.log_every == 0 or step == end_step:
+                count = config.log_every if step % config.log_every == 0 else step % config.log_every
+                entry = {"step": step, **{k: v / count for k, v in running.items()}}
+                history.append(entry)
+                running = {}
+                progress.set_postfix({k: f"{entry[k]:.3g}" for k in ("total", "style", "content")})
+            progress.update(1)
+
+            if dist_info.is_main:
+                if step % config.sample_every == 0 or step == end_step:
+                    sample_grid(network, sample_photos, out_dir / "samples" / f"step_{step:06d}.png")
+                    loss_plot(history, out_dir / "loss.png")
+                    _write_bank(out_dir, network, names, style_files, config, step, time.monotonic() - started)
+                if flag.stop or time.monotonic() - last_state_time > config.state_every_s or step == end_step:
+                    save_state(state_path, network, optimizer, step, history)
+                    last_state_time = time.monotonic()
+            if flag.stop:
+                interrupted = True
+                break
+    progress.close()
+    if dist_info.is_main and step >= config.steps:
+        _write_bank(out_dir, network, names, style_files, config, step, time.monotonic() - started)
+    shutdown_distributed()
+    return TrainResult(bank_dir=out_dir / BANK_DIR, step=step, history=history, interrupted=interrupted)
+
+
+def _sample_photos(files: list[Path], size: int, count: int = 4) -> torch.Tensor:
+    from torchvision.transforms import v2
+
+    prepare = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    return torch.stack([prepare(image_to_tensor(load_image_file(f))[0]) for f in files[:count]])
+
+
+def _write_bank(out_dir: Path, network: TransformerNet, names: list[str], style_files: list[Path],
+                config: TrainConfig, step: int, seconds: float) -> None:
+    styles = [StyleInfo(name=name, metadata={
+        "source_file": path.name,
+        "source_sha256": sha256_file(path),
+        "training_steps": step,
+        "loss_weights": {"content": config.loss_weights.content, "style": config.loss_weights.style,
+                         "tv": config.loss_weights.tv},
+    }) for name, path in zip(names, style_files)]
+    provenance = {"trainer": "cinstyle train", "steps": step, "train_config": config.to_dict(),
+                  "seconds_this_run": round(seconds, 1), "torch": torch.__version__}
+    save_bank(out_dir / BANK_DIR, network, styles, provenance)
