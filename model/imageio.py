@@ -18,7 +18,10 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from model.errors import ImageTooLargeError, InvalidImageError, UnsupportedMediaTypeError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # refuse before decoding above this
-MIN_SIDE = 16  # the network's reflection padding needs a few pixels
+MIN_SIDE = 16
+# We check the pixel count ourselves (with the caller's limit and a message that
+# names the size) right after reading the header, so Pillow's global guard is off.
+Image.MAX_IMAGE_PIXELS = None  # the network's reflection padding needs a few pixels
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 FORMAT_ALIASES = {"jpg": "jpeg"}
 
@@ -34,11 +37,15 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise InvalidImageError("the image is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise InvalidImageError("the upload is not an image format we can decode (tried every Pillow format)") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these for corrupt headers
-        raise InvalidImageError(f"the image header could not be read: {exc}") from exc
+        raise InvalidImageError(f"the image is corrupt or truncated: {exc}") from exc
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from model.cin import ConditionalInstanceNorm2d
+from model.transformer import TransformerConfig, TransformerNet
+from tests.conftest import make_tiny_network
+
+
+def _single_style_copy(network: TransformerNet, gamma_beta_for) -> TransformerNet:
+    """A 1-style network with the same convs and gamma/beta rows given by ``gamma_beta_for``."""
+    config = TransformerConfig.from_dict({**network.config.to_dict(), "n_styles": 1})
+    single = TransformerNet(config)
+    state = network.state_dict()
+    for key in state:
+        if key.endswith((".gamma", ".beta")):
+            state[key] = gamma_beta_for(state[key]).unsqueeze(0)
+    single.load_state_dict(state)
+    return single.eval()
+
+
+def test_one_hot_weights_equal_the_single_style():
+    network = make_tiny_network()
+    image = torch.rand(1, 3, 24, 20)
+    for index in range(3):
+        one_hot = torch.nn.functional.one_hot(torch.tensor([index]), 3).float()
+        single = _single_style_copy(network, lambda rows, i=index: rows[i])
+        with torch.no_grad():
+            assert torch.allclose(network(image, one_hot), single(image, torch.ones(1, 1)), atol=1e-6)
+
+
+def test_blend_equals_network_with_blended_gamma_beta():
+    network = make_tiny_network()
+    image = torch.rand(1, 3, 20, 28)
+    weights = torch.tensor([[0.2, 0.5, 0.3]])
+    blended = _single_style_copy(network, lambda rows: (weights @ rows)[0])
+    with torch.no_grad():
+        out = network(image, weights)
+        assert torch.allclose(out, blended(image, torch.ones(1, 1)), atol=1e-6)
+        # and the blend is really different from each pure style
+        for index in range(3):
+            assert not torch.allclose(out, network(image, torch.eye(3)[index : index + 1]), atol=1e-3)
+
+
+def test_batch_rows_use_their_own_weights():
+    network = make_tiny_network()
+    image = torch.rand(1, 3, 16, 16).expand(2, 3, 16, 16)
+    with torch.no_grad():
+        out = network(image, torch.eye(3)[:2])
+        assert torch.allclose(out[0], network(image[:1], torch.eye(3)[:1])[0], atol=1e-6)
+        assert not torch.allclose(out[0], out[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (17, 23), (33, 18)])
+def test_output_keeps_the_input_size_and_range(size):
+    network = make_tiny_network()
+    with torch.no_grad():
+        out = network(torch.rand(1, 3, *size), torch.eye(3)[:1])
+    assert out.shape == (1, 3, *size)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_wrong_weight_shape_is_refused():
+    norm = ConditionalInstanceNorm2d(4, 3)
+    with pytest.raises(ValueError, match="style_weights must have shape"):
+        norm(torch.rand(2, 4, 8, 8), torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_styles": 0}, "n_styles"),
+    ({"n_styles": 2, "channels": (4, 8)}, "channels"),
+    ({"n_styles": 2, "channels": (4, 0, 8)}, "channels"),
+    ({"n_styles": 2, "n_residual": -1}, "n_residual"),
+    ({"n_styles": 2, "outer_kernel": 4}, "outer_kernel"),
+])
+def test_config_validation_names_the_bad_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TransformerConfig(**kwargs)
+
+
+def test_config_round_trips_through_a_dict():
+    config = TransformerConfig(n_styles=5, channels=(8, 16, 32), n_residual=2, outer_kernel=5)
+    assert TransformerConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown TransformerConfig fields"):
+        TransformerConfig.from_dict({**config.to_dict(), "width": 3})
