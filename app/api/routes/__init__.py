@@ -1,0 +1,1 @@
+"""One router per topic: health, styles, stylize, jobs, metrics."""

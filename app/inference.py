@@ -1,0 +1,120 @@
+"""The work behind the endpoints, as plain blocking functions (run in worker threads).
+
+Decode -> stylize -> encode with `model.imageio` and `model.stylize`; the slow
+path and style learning call `model.slow` and `training.add_style`. No maths
+here: the app only moves images between bytes and tensors.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from app.styles import BankView
+from model.bank import StyleBank
+from model.imageio import (
+    DecodedImage,
+    decode_image,
+    downscale,
+    encode_image,
+    image_to_tensor,
+    media_type,
+    tensor_to_image,
+)
+from model.style_spec import StyleMix
+from model.stylize import preserve_colors, stylize_tensor
+
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+    inference_ms: float
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decode_upload(data: bytes, max_pixels: int, max_side: int) -> DecodedImage:
+    """Bytes -> upright RGB (+ alpha), refused before decoding if over ``max_pixels``, shrunk to ``max_side``."""
+    return decode_image(data, max_pixels=max_pixels, max_side=max_side)
+
+
+def encode_result(result: torch.Tensor, decoded: DecodedImage, fmt: str, inference_ms: float) -> Rendered:
+    image = tensor_to_image(result)
+    return Rendered(encode_image(image, fmt, alpha=decoded.alpha), media_type(fmt), image.width, image.height,
+                    inference_ms)
+
+
+def stylize_upload(view: BankView, data: bytes, mix: StyleMix, *, strength: float, preserve_color: bool,
+                   fmt: str, max_side: int, max_pixels: int) -> Rendered:
+    """The fast path: one forward pass of the CIN network with the mix's weight vector."""
+    decoded = decode_upload(data, max_pixels, max_side)
+    return stylize_decoded(view, decoded, mix, strength=strength, preserve_color=preserve_color, fmt=fmt)
+
+
+def stylize_decoded(view: BankView, decoded: DecodedImage, mix: StyleMix, *, strength: float = 1.0,
+                    preserve_color: bool = False, fmt: str = "png") -> Rendered:
+    content = image_to_tensor(decoded.rgb)
+    started = time.perf_counter()
+    result = stylize_tensor(view.network, content, mix.vector(list(view.names), view.device), strength,
+                            preserve_color)
+    _synchronize(view.device)
+    return encode_result(result, decoded, fmt, (time.perf_counter() - started) * 1000.0)
+
+
+def slow_stylize_decoded(content: DecodedImage, style: Image.Image, loss_network: Any, *, steps: int,
+                         time_limit_s: float, strength: float, preserve_color: bool, fmt: str,
+                         progress: Progress | None = None, cancel: threading.Event | None = None) -> Rendered:
+    """The slow path: Gram-matrix optimisation of the upload's pixels against ``style``."""
+    from model.slow import SlowConfig, slow_stylize
+
+    device = next(loss_network.parameters()).device
+    content_tensor = image_to_tensor(content.rgb).to(device)
+    started = time.perf_counter()
+    result = slow_stylize(content_tensor, image_to_tensor(style).to(device), loss_network,
+                          SlowConfig(steps=steps, time_limit_s=time_limit_s), progress=progress, cancel=cancel)
+    if preserve_color:
+        result = preserve_colors(result, content_tensor)
+    if strength < 1.0:
+        result = torch.lerp(content_tensor, result, strength)
+    _synchronize(device)
+    return encode_result(result, content, fmt, (time.perf_counter() - started) * 1000.0)
+
+
+def learn_style_rows(bank: StyleBank, style: Image.Image, name: str, loss_network: Any,
+                     content: list[torch.Tensor], *, steps: int, batch_size: int, image_size: int,
+                     progress: Progress | None = None, cancel: threading.Event | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """Fit one new gamma/beta row for ``style`` with every convolution frozen."""
+    from training.add_style import AddStyleConfig, learn_style
+
+    device = next(loss_network.parameters()).device
+    config = AddStyleConfig(steps=steps, batch_size=batch_size, image_size=image_size)
+    return learn_style(bank, image_to_tensor(style).to(device), name, loss_network, content, config,
+                       progress=progress, cancel=cancel)
+
+
+def load_content_images(content_dir, image_size: int) -> list[torch.Tensor]:
+    """Photos to learn styles on: ``content_dir`` if set, else the training package's built-in set."""
+    if content_dir is None:
+        from training.add_style import default_content_images
+
+        return default_content_images()
+    from training.data import list_content_images, load_images
+
+    return load_images(list_content_images(content_dir), max_side=max(2 * image_size, 256))
+
+
+def shrink(image: Image.Image, max_side: int) -> Image.Image:
+    return downscale(image, max_side)

