@@ -1,0 +1,157 @@
+"""In-process pieces: the job manager (queue, cancel, progress, persistence, expiry), content negotiation, settings."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from app.api.routes.stylize import choose_format
+from app.errors import NotAcceptableError, NotFoundError, QueueFullError
+from app.jobs import INTERRUPTED, JobManager, JobOutcome
+from app.metrics import Metrics
+from app.settings import Settings
+from model.errors import CancelledError, InvalidImageError, UnsupportedMediaTypeError
+
+
+def wait_done(job, timeout_s: float = 10.0):
+    assert job.done.wait(timeout_s), f"job {job.id} still {job.status}"
+    return job
+
+
+@pytest.fixture
+def manager(tmp_path):
+    jobs = JobManager(tmp_path / "jobs", queue_size=2, workers=1, ttl_s=60, metrics=Metrics())
+    jobs.start()
+    yield jobs
+    jobs.stop(timeout_s=5)
+
+
+def blocking_work(release: threading.Event, started: threading.Event | None = None):
+    def work(ctx):
+        if started is not None:
+            started.set()
+        while not release.wait(0.01):
+            if ctx.cancel.is_set():
+                raise CancelledError("cancelled")
+        return JobOutcome(b"\x89PNG fake", "image/png", {"ok": True})
+    return work
+
+
+def test_job_runs_to_done_with_monotonic_progress_and_files(manager):
+    seen = []
+
+    def work(ctx):
+        for value in (0.2, 0.1, 0.5, float("nan"), 2.0):
+            ctx.progress(value)
+            seen.append(ctx.job.progress)
+        return JobOutcome(b"result", "image/png", {"n": 1})
+
+    job = wait_done(manager.submit("stylize", work, {"a": 1}))
+    assert job.status == "done" and job.progress == 1.0 and seen == [0.2, 0.2, 0.5, 0.5, 1.0]
+    done, path = manager.result(job.id)
+    assert path.read_bytes() == b"result" and path.name == f"{job.id}.png"
+    record = json.loads((manager.jobs_dir / f"{job.id}.json").read_text())
+    assert record["status"] == "done" and record["params"] == {"a": 1} and record["summary"] == {"n": 1}
+
+
+def test_failures_are_reported_not_raised(manager):
+    def bad_input(ctx):
+        raise InvalidImageError("the style image is broken")
+
+    def crash(ctx):
+        raise RuntimeError("boom")
+
+    assert wait_done(manager.submit("stylize", bad_input)).error == "the style image is broken"
+    crashed = wait_done(manager.submit("stylize", crash))
+    assert crashed.status == "failed" and "boom" in crashed.error
+    with pytest.raises(Exception, match="failed"):
+        manager.result(crashed.id)
+
+
+def test_queue_bound_and_cancel(manager):
+    release, started = threading.Event(), threading.Event()
+    running = manager.submit("stylize", blocking_work(release, started))
+    assert started.wait(5)
+    queued = [manager.submit("stylize", blocking_work(release)) for _ in range(2)]
+    with pytest.raises(QueueFullError, match="full"):
+        manager.submit("stylize", blocking_work(release))
+    assert manager.cancel(queued[0].id).status == "cancelled"  # a queued job: at once
+    manager.cancel(running.id)
+    assert wait_done(running).status == "cancelled"
+    release.set()
+    assert wait_done(queued[1]).status == "done"
+    assert queued[0].status == "cancelled"
+
+
+def test_ids_are_checked_before_use(manager):
+    for bad in ("../../etc/passwd", "..", "A" * 32, "0" * 31, ""):
+        with pytest.raises(NotFoundError):
+            manager.get(bad)
+
+
+def test_restart_marks_unfinished_jobs_failed_and_keeps_results(tmp_path):
+    first = JobManager(tmp_path / "jobs", queue_size=4, workers=1, ttl_s=60, metrics=Metrics())
+    first.start()
+    done = wait_done(first.submit("stylize", lambda ctx: JobOutcome(b"img", "image/png")))
+    release, started = threading.Event(), threading.Event()
+    running = first.submit("stylize", blocking_work(release, started))
+    assert started.wait(5)
+    queued = first.submit("stylize", blocking_work(release))
+    # simulate a crash: the records say running/queued, and no worker will ever finish them
+    (tmp_path / "jobs" / ".torn.json.abc.tmp").write_bytes(b"{")
+    (tmp_path / "jobs" / "deadbeef.json").write_text("not json")
+    second = JobManager(tmp_path / "jobs", queue_size=4, workers=1, ttl_s=60, metrics=Metrics())
+    second.start()
+    try:
+        assert second.get(done.id).status == "done"
+        assert second.result(done.id)[1].read_bytes() == b"img"
+        for job_id in (running.id, queued.id):
+            assert second.get(job_id).status == "failed" and second.get(job_id).error == INTERRUPTED
+        assert not list((tmp_path / "jobs").glob(".*.tmp")) and not (tmp_path / "jobs" / "deadbeef.json").exists()
+    finally:
+        release.set()
+        first.stop(5)
+        second.stop(5)
+
+
+def test_finished_jobs_expire(tmp_path):
+    jobs = JobManager(tmp_path / "jobs", queue_size=2, workers=1, ttl_s=0.2, metrics=Metrics())
+    jobs.start()
+    try:
+        job = wait_done(jobs.submit("stylize", lambda ctx: JobOutcome(b"img", "image/png")))
+        time.sleep(0.3)
+        with pytest.raises(NotFoundError, match="kept"):
+            jobs.get(job.id)
+        assert list((tmp_path / "jobs").iterdir()) == []
+    finally:
+        jobs.stop(5)
+
+
+@pytest.mark.parametrize(("requested", "accept", "expected"), [
+    (None, None, "png"), ("JPG", "image/webp", "jpeg"), (None, "image/webp", "webp"),
+    (None, "image/jpeg;q=0.4, image/webp;q=0.9", "webp"), (None, "image/*", "png"),
+    (None, "image/webp;q=0, */*;q=0.1", "png"), (None, "text/html, image/jpeg;q=0.2", "jpeg"),
+])
+def test_choose_format(requested, accept, expected):
+    assert choose_format(requested, accept) == expected
+
+
+def test_choose_format_refuses():
+    with pytest.raises(NotAcceptableError, match="image/png"):
+        choose_format(None, "application/json")
+    with pytest.raises(UnsupportedMediaTypeError, match="png, jpeg, webp"):
+        choose_format("gif", None)
+
+
+def test_settings_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CINSTYLE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CINSTYLE_CONCURRENCY", "3")
+    monkeypatch.setenv("CINSTYLE_API_KEY", "")
+    monkeypatch.setenv("CINSTYLE_MAX_OUTPUT_SIDE", "256")
+    settings = Settings()
+    assert settings.data_dir == tmp_path and settings.styles_dir == tmp_path / "styles"
+    assert settings.resolved_concurrency("cpu") == 3 and settings.api_key is None and settings.max_output_side == 256
+    monkeypatch.setenv("CINSTYLE_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="device"):
+        Settings()
