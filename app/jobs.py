@@ -107,6 +107,9 @@ class Job:
         if not isinstance(job.id, str) or not _JOB_ID.fullmatch(job.id) or job.status not in (QUEUED, RUNNING,
                                                                                                   *FINISHED):
             raise ValueError(f"bad job record {data.get('id')!r}")
+        allowed = {f"{job.id}.{ext}" for ext in (*_RESULT_EXTENSIONS.values(), "bin")}
+        if job.result_file is not None and job.result_file not in allowed:  # never a path out of the jobs dir
+            raise ValueError(f"job {job.id}: bad result file name {job.result_file!r}")
         if job.status in FINISHED:
             job.done.set()
         return job

@@ -101,6 +101,9 @@ def test_restart_marks_unfinished_jobs_failed_and_keeps_results(tmp_path):
     # simulate a crash: the records say running/queued, and no worker will ever finish them
     (tmp_path / "jobs" / ".torn.json.abc.tmp").write_bytes(b"{")
     (tmp_path / "jobs" / "deadbeef.json").write_text("not json")
+    evil = {**done.record(), "id": "f" * 32, "result_file": "../../outside.png"}
+    (tmp_path / "jobs" / f"{'f' * 32}.json").write_text(json.dumps(evil))
+    (tmp_path / "outside.png").write_bytes(b"keep me")
     second = JobManager(tmp_path / "jobs", queue_size=4, workers=1, ttl_s=60, metrics=Metrics())
     second.start()
     try:
@@ -109,6 +112,9 @@ def test_restart_marks_unfinished_jobs_failed_and_keeps_results(tmp_path):
         for job_id in (running.id, queued.id):
             assert second.get(job_id).status == "failed" and second.get(job_id).error == INTERRUPTED
         assert not list((tmp_path / "jobs").glob(".*.tmp")) and not (tmp_path / "jobs" / "deadbeef.json").exists()
+        with pytest.raises(NotFoundError):
+            second.get("f" * 32)
+        assert (tmp_path / "outside.png").read_bytes() == b"keep me"
     finally:
         release.set()
         first.stop(5)
