@@ -16,6 +16,7 @@ from PIL import Image
 
 from app.styles import BankView
 from model.bank import StyleBank
+from model.errors import CinstyleError
 from model.imageio import (
     DecodedImage,
     decode_image,
@@ -92,17 +93,27 @@ def slow_stylize_decoded(content: DecodedImage, style: Image.Image, loss_network
     return encode_result(result, content, fmt, (time.perf_counter() - started) * 1000.0)
 
 
-def learn_style_rows(bank: StyleBank, style: Image.Image, name: str, loss_network: Any,
-                     content: list[torch.Tensor], *, steps: int, batch_size: int, image_size: int,
-                     progress: Progress | None = None, cancel: threading.Event | None = None
-                     ) -> dict[str, torch.Tensor]:
-    """Fit one new gamma/beta row for ``style`` with every convolution frozen."""
-    from training.add_style import AddStyleConfig, learn_style
+@dataclass(frozen=True)
+class LearnedStyle:
+    rows: dict[str, torch.Tensor]
+    metadata: dict[str, Any]
+
+
+def learn_new_style(bank: StyleBank, style: Image.Image, name: str, loss_network: Any, content: list[torch.Tensor],
+                    *, steps: int, batch_size: int, image_size: int, source_sha256: str,
+                    progress: Progress | None = None, cancel: threading.Event | None = None) -> LearnedStyle:
+    """Fit one new gamma/beta row for ``style`` with every convolution frozen, with the bank's loss weights."""
+    from training.add_style import AddStyleConfig, bank_loss_weights, learn_style, learned_style_metadata
 
     device = next(loss_network.parameters()).device
-    config = AddStyleConfig(steps=steps, batch_size=batch_size, image_size=image_size)
-    return learn_style(bank, image_to_tensor(style).to(device), name, loss_network, content, config,
+    config = AddStyleConfig(steps=steps, batch_size=batch_size, image_size=image_size,
+                            loss_weights=bank_loss_weights(bank))
+    started = time.perf_counter()
+    rows = learn_style(bank, image_to_tensor(style).to(device), name, loss_network, content, config,
                        progress=progress, cancel=cancel)
+    metadata = learned_style_metadata(source_sha256, config, learned_with="cinstyle service",
+                                      learn_seconds=round(time.perf_counter() - started, 1))
+    return LearnedStyle(rows, metadata)
 
 
 def load_content_images(content_dir, image_size: int) -> list[torch.Tensor]:
@@ -110,7 +121,11 @@ def load_content_images(content_dir, image_size: int) -> list[torch.Tensor]:
     if content_dir is None:
         from training.add_style import default_content_images
 
-        return default_content_images()
+        try:
+            return default_content_images()
+        except ImportError as exc:  # the built-in photos come from scikit-image
+            raise CinstyleError("learning a style needs content photos: set CINSTYLE_CONTENT_DIR to a folder of "
+                                f"photos, or install scikit-image for the built-in set ({exc})") from exc
     from training.data import list_content_images, load_images
 
     return load_images(list_content_images(content_dir), max_side=max(2 * image_size, 256))

@@ -158,16 +158,14 @@ class Service:
         registry.reserve(name)
 
         def work(ctx: JobContext) -> JobOutcome:
-            started = time.time()
-            rows = inference.learn_style_rows(
+            learned = inference.learn_new_style(
                 registry.snapshot(), style, name, self.loss_network(), self.content_images(),
                 steps=settings.learn_steps, batch_size=settings.learn_batch_size,
-                image_size=settings.learn_image_size, progress=ctx.progress, cancel=ctx.cancel)
+                image_size=settings.learn_image_size, source_sha256=source_sha256,
+                progress=ctx.progress, cancel=ctx.cancel)
             if ctx.cancel.is_set():
                 raise CancelledError(f"learning style {name!r} was cancelled")
-            metadata = {"source_sha256": source_sha256, "steps": settings.learn_steps,
-                        "learned_at": round(time.time(), 3), "learn_seconds": round(time.time() - started, 1)}
-            registry.commit_learned(name, rows, metadata)
+            registry.commit_learned(name, learned.rows, learned.metadata)
             return JobOutcome(summary={"style": name, "preview_url": f"/v1/styles/{name}/preview"})
 
         def release(job: Job) -> None:
