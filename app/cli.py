@@ -33,7 +33,8 @@ def _add_train(sub) -> None:
     p.add_argument("--style-names", nargs="+", default=None)
     p.add_argument("--content", help="folder of content photos (searched recursively)")
     p.add_argument("--out", type=Path, required=True, help="run folder (state, samples, loss plot, bank)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/state.safetensors and RUN/train_config.json")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN/state.safetensors and RUN/train_config.json")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank", type=Path, default=None, help="bank folder (default: the bundled model)")
     p.add_argument("--style", type=Path, required=True, help="the painting")
     p.add_argument("--name", required=True)
-    p.add_argument("--content", type=Path, default=None, help="folder of content photos (default: built-in synthetic set)")
+    p.add_argument("--content", type=Path, default=None,
+                   help="folder of content photos (default: built-in synthetic set)")
     p.add_argument("--out", type=Path, default=None, help="learned-style file or folder (default: <bank>/learned/)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -143,7 +145,7 @@ def _cmd_stylize(args) -> int:
 def _cmd_train(args) -> int:
     import json
 
-    from training.config import LossWeights, TrainConfig
+    from training.config import TrainConfig
     from training.train import train
 
     values: dict = {}
