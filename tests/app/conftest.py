@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import Server, make_tiny_bank, start_server
+
+from tests.app.service_helpers import Server, make_tiny_bank, start_server
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from PIL import Image
-from service_helpers import STYLE_NAMES, Server, decode, encode, error_of, photo
+
+from tests.app.service_helpers import STYLE_NAMES, Server, decode, encode, error_of, photo
 
 MAX_UPLOAD = 300_000
 MAX_PIXELS = 1_000_000

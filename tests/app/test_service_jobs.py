@@ -8,10 +8,10 @@ import httpx
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from service_helpers import Server, decode, encode, error_of, photo
 
 from model.imageio import image_to_tensor
 from model.losses import gram_matrix, style_loss, target_grams
+from tests.app.service_helpers import Server, decode, encode, error_of, photo
 
 API_KEY = "s3cret-key"
 AUTH = {"X-API-Key": API_KEY}

@@ -4,7 +4,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from service_helpers import Server, encode, error_of, photo
+
+from tests.app.service_helpers import Server, encode, error_of, photo
 
 
 @pytest.mark.slow
