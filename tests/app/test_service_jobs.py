@@ -137,6 +137,22 @@ def test_queue_full_and_cancel(server):
     assert not_done.status_code == 409 and "cancelled" in error_of(not_done)["message"]
 
 
+def test_a_waiting_client_that_leaves_cancels_its_job(server):
+    client = server.client
+    before = client.get("/readyz").json()["jobs"]["cancelled"]
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/stylize", params={"wait": 60}, timeout=2.0,
+                    files={"image": ("p.png", encode(photo(256, 256))), "style_image": ("s.png", encode(stripes()))})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = client.get("/readyz").json()["jobs"]
+        if jobs["cancelled"] == before + 1 and jobs["running"] == 0:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the abandoned job was not cancelled: {jobs}")
+
+
 def test_job_ids_are_validated(server):
     client = server.client
     for path in (f"/v1/jobs/{uuid.uuid4().hex}", "/v1/jobs/not-a-job", "/v1/jobs/..%2F..%2Fetc%2Fpasswd",

@@ -13,7 +13,7 @@ from app import inference
 from app.api.deps import RegistryDep, ServiceDep, SettingsDep
 from app.api.schemas import JobOut, error_responses
 from app.errors import NotAcceptableError
-from app.jobs import DONE, Job
+from app.jobs import DONE, Job, JobManager
 from app.settings import Settings
 from model.errors import InvalidParameterError, UnsupportedMediaTypeError
 from model.imageio import MIN_SIDE, OUTPUT_FORMATS, normalize_format
@@ -88,9 +88,16 @@ def missing_upload(request: Request, field: str) -> Exception:
     return InvalidParameterError(f"the multipart file field {field!r} is required")
 
 
-async def wait_for(job: Job, seconds: float) -> None:
+async def wait_for(job: Job, seconds: float, request: Request, jobs: JobManager) -> None:
+    """Block up to ``seconds`` for ``job``; if the client goes away meanwhile, cancel it (nobody has its id)."""
     deadline = time.monotonic() + seconds
+    next_check = 0.0
     while not job.done.is_set() and time.monotonic() < deadline:
+        if time.monotonic() >= next_check:
+            if await request.is_disconnected():
+                jobs.cancel(job.id)
+                return
+            next_check = time.monotonic() + 0.25
         await anyio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
@@ -152,7 +159,7 @@ async def stylize(
         job = service.submit_slow_stylize(content, painting.rgb, strength=strength, preserve_color=preserve_color,
                                           fmt=fmt)
         if wait > 0:
-            await wait_for(job, wait)
+            await wait_for(job, wait, request, service.jobs)
             if job.status == DONE:
                 _, path = service.jobs.result(job.id)
                 assert path is not None
