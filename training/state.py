@@ -39,7 +39,8 @@ def save_state(path: Path, network: torch.nn.Module, optimizer: torch.optim.Opti
     _atomic_save_safetensors(tensors, path, metadata=header)
 
 
-def load_state(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
+def load_state(path: Path, network: torch.nn.Module,
+               optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
     """Restore network and optimizer in place; returns (step, history)."""
     try:
         with safe_open(str(path), framework="pt") as handle:

@@ -18,13 +18,20 @@ from tqdm import tqdm
 
 from model.bank import StyleInfo, load_bank, save_bank, sha256_file
 from model.imageio import image_to_tensor, load_image_file
-from model.losses import content_change, gram_matrix, style_loss, target_grams, total_variation
+from model.losses import target_grams
 from model.transformer import TransformerConfig, TransformerNet
 from model.vgg import load_vgg19
 from training.config import TrainConfig
-from training.data import (ContentCrops, list_content_images, list_style_images, load_images,
-                           split_holdout, style_name_from_path)
+from training.data import (
+    ContentCrops,
+    list_content_images,
+    list_style_images,
+    load_images,
+    split_holdout,
+    style_name_from_path,
+)
 from training.distributed import init_distributed, shutdown_distributed
+from training.objective import transfer_loss
 from training.reports import loss_plot, sample_grid
 from training.state import load_state, save_state
 
@@ -128,21 +135,13 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
             style_weights = torch.nn.functional.one_hot(style_index, net_config.n_styles).float()
 
             output = model(content, style_weights)
-            features = vgg(output, (*layers, config.content_layer))
-            with torch.no_grad():
-                content_target = vgg(content, (config.content_layer,))[config.content_layer]
-            loss_style = style_loss({l: gram_matrix(features[l]) for l in layers},
-                                    {l: style_targets[l][style_index] for l in layers}, relative=True)
-            loss_content = content_change(features[config.content_layer], content_target)
-            loss_tv = total_variation(output)
-            loss = weights.style * loss_style + weights.content * loss_content + weights.tv * loss_tv
+            loss, terms = transfer_loss(vgg, output, content, {l: style_targets[l][style_index] for l in layers},
+                                        weights, layers, config.content_layer)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
 
-            terms = {"total": loss.item(), "style": weights.style * loss_style.item(),
-                     "content": weights.content * loss_content.item(), "tv": weights.tv * loss_tv.item()}
             if not all(math.isfinite(v) for v in terms.values()):
                 raise FloatingPointError(f"loss became non-finite at step {step}: {terms}")
             for key, value in terms.items():
@@ -188,7 +187,7 @@ def _write_bank(out_dir: Path, network: TransformerNet, names: list[str], style_
         "training_steps": step,
         "loss_weights": {"content": config.loss_weights.content, "style": config.loss_weights.style,
                          "tv": config.loss_weights.tv},
-    }) for name, path in zip(names, style_files)]
+    }) for name, path in zip(names, style_files, strict=True)]
     provenance = {"trainer": "cinstyle train", "steps": step, "train_config": config.to_dict(),
                   "seconds_this_run": round(seconds, 1), "torch": torch.__version__}
     save_bank(out_dir / BANK_DIR, network, styles, provenance)

@@ -1,0 +1,265 @@
+"""The slow path for unseen styles: optimise the pixels (Gatys, Ecker & Bethge 2016).
+
+The image starts as the content photo (or ``init``) and is optimised against the
+Gram targets of the style image and the content features of the photo, with the
+same losses the network is trained on (`model.losses`): relative Gram error over
+the style layers, relative feature change at the content layer, total variation.
+
+Coarse to fine (Gatys et al. 2017, "Controlling Perceptual Factors"): the first
+scales run on a downscaled copy of content *and* style (so brush strokes keep
+their size relative to the picture), and each result is upsampled to start the
+next scale. Pixels are clamped to [0, 1] after every step. The run is bounded
+by a step count and a wall-clock limit, reports a progress fraction, and can be
+cancelled from another thread.
+"""
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from model.errors import CancelledError, InvalidParameterError
+from model.losses import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    content_change,
+    gram_matrix,
+    style_loss,
+    target_grams,
+    total_variation,
+)
+from model.vgg import LAYER_ORDER, VGG19Features
+
+OPTIMIZERS = ("lbfgs", "adam")
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+
+
+@dataclass(frozen=True)
+class SlowConfig:
+    """How hard and how long the slow path works; every field is checked."""
+
+    steps: int = 200  # optimisation steps over all scales (split evenly between them)
+    time_limit_s: float = 120.0  # hard wall-clock bound; the best image so far is returned
+    scales: tuple[float, ...] = (0.5, 1.0)  # increasing, ending at 1.0 (the content size)
+    # The training losses and balance (relative Gram error summed over the style
+    # layers vs relative feature change at relu4_2). Pixels fit the Gram targets far
+    # better than a network does, so style weight 1 (training: 3) already gives a
+    # strongly painted image whose objects stay recognisable (content change ~0.4-0.6);
+    # pixels also pick up high-frequency noise a network never makes, hence more TV.
+    style_weight: float = 1.0
+    content_weight: float = 1.0
+    tv_weight: float = 2.0
+    optimizer: str = "lbfgs"
+    lr: float | None = None  # None: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    content_layer: str = CONTENT_LAYER
+    min_side: int = 32  # coarse scales whose shorter side would be smaller are skipped
+    style_max_side: int | None = 512  # larger style images are downscaled to this longer side first
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise InvalidParameterError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not (isinstance(self.time_limit_s, int | float) and self.time_limit_s > 0 and
+                math.isfinite(self.time_limit_s)):
+            raise InvalidParameterError(f"time_limit_s must be a positive number of seconds, got {self.time_limit_s!r}")
+        scales = tuple(self.scales)
+        object.__setattr__(self, "scales", scales)
+        if not scales or any(not (isinstance(s, int | float) and 0 < s <= 1) for s in scales):
+            raise InvalidParameterError(f"scales must be numbers in (0, 1], got {self.scales!r}")
+        if any(b <= a for a, b in zip(scales, scales[1:], strict=False)) or scales[-1] != 1:
+            raise InvalidParameterError(f"scales must be strictly increasing and end at 1.0, got {self.scales!r}")
+        for name in ("style_weight", "content_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
+                raise InvalidParameterError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidParameterError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidParameterError(f"lr must be a positive number, got {self.lr!r}")
+        object.__setattr__(self, "style_layers", tuple(self.style_layers))
+        for layer in (*self.style_layers, self.content_layer):
+            if layer not in LAYER_ORDER:
+                raise InvalidParameterError(f"unknown VGG-19 layer {layer!r}")
+        if not self.style_layers:
+            raise InvalidParameterError("style_layers must name at least one layer")
+        if self.min_side < 1:
+            raise InvalidParameterError(f"min_side must be >= 1, got {self.min_side!r}")
+        if self.style_max_side is not None and self.style_max_side < 16:
+            raise InvalidParameterError(f"style_max_side must be >= 16 or None, got {self.style_max_side!r}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+def _check_image(name: str, image: torch.Tensor) -> None:
+    if not torch.is_tensor(image) or image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+        shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+        raise InvalidParameterError(f"{name} must be a (1, 3, H, W) tensor, got {shape}")
+    if min(image.shape[-2:]) < 16:
+        raise InvalidParameterError(f"{name} is {image.shape[-1]}x{image.shape[-2]}; each side must be >= 16 px")
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == size:
+        return image
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _plan(config: SlowConfig, content_size: tuple[int, int]) -> list[tuple[float, int]]:
+    """(scale, steps) per stage: scales too small to be useful are dropped, steps split evenly."""
+    scales = [s for s in config.scales if s == 1 or min(_scaled_size(content_size, s)) >= config.min_side]
+    scales = scales[-config.steps:]  # fewer steps than scales: keep the finest
+    base, extra = divmod(config.steps, len(scales))
+    return [(s, base + (1 if i >= len(scales) - extra else 0)) for i, s in enumerate(scales)]
+
+
+class _Objective:
+    """The weighted slow-path loss of one scale: targets precomputed, image -> total loss."""
+
+    def __init__(self, loss_network: VGG19Features, content: torch.Tensor, style: torch.Tensor,
+                 config: SlowConfig) -> None:
+        self.network, self.config = loss_network, config
+        self.layers = (*config.style_layers, config.content_layer)
+        self.grams = target_grams(loss_network, style, config.style_layers)
+        with torch.no_grad():
+            self.content_features = loss_network(content, (config.content_layer,))[config.content_layer]
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        features = self.network(image, self.layers)
+        style = style_loss({l: gram_matrix(features[l]) for l in config.style_layers}, self.grams, relative=True)
+        content = content_change(features[config.content_layer], self.content_features)
+        return config.style_weight * style + config.content_weight * content + config.tv_weight * total_variation(image)
+
+
+class _Budget:
+    """Wall clock, step pacing, progress reports and the cancel flag of one run."""
+
+    def __init__(self, config: SlowConfig, progress: Callable[[float], None] | None,
+                 cancel: threading.Event | None) -> None:
+        self.config, self.progress, self.cancel = config, progress, cancel
+        self.started = time.monotonic()
+        self.reported = 0.0
+        self.step_seconds = 0.0  # duration of the last step, rescaled at each new scale
+        self.out_of_time = False
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def report(self, work_fraction: float, count_time: bool = True) -> None:
+        """Report max(work done, time used), never going backwards."""
+        fraction = max(work_fraction, self.elapsed() / self.config.time_limit_s if count_time else 0.0)
+        self.reported = min(1.0, max(self.reported, fraction))
+        if self.progress is not None:
+            self.progress(self.reported)
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise CancelledError("the slow stylization was cancelled")
+
+    def may_step(self) -> bool:
+        """False once the next step (estimated from the last one) would overrun the time limit."""
+        if self.elapsed() + self.step_seconds > self.config.time_limit_s:
+            self.out_of_time = True
+        return not self.out_of_time
+
+
+def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, config: SlowConfig,
+                    budget: _Budget, work_done: float, work_share: float) -> torch.Tensor:
+    """Run up to ``n_steps`` steps from ``start``; returns the lowest-loss image seen."""
+    pixels = start.clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    if config.optimizer == "lbfgs":
+        # One iteration per step() keeps the curvature history across steps while
+        # letting us check time, cancel and progress between iterations.
+        optimizer = torch.optim.LBFGS([pixels], lr=config.learning_rate, max_iter=1, history_size=50)
+    else:
+        optimizer = torch.optim.Adam([pixels], lr=config.learning_rate)
+    best_loss, best = math.inf, pixels.detach().clone()
+
+    def closure() -> torch.Tensor:
+        nonlocal best_loss, best
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective(pixels)
+        loss.backward()
+        pixels.grad = pixels.grad.contiguous()  # L-BFGS flattens it with view()
+        if loss.item() < best_loss:  # the loss of the pixels before this step's update
+            best_loss, best = loss.item(), pixels.detach().clone()
+        return loss
+
+    for step in range(n_steps):
+        budget.check_cancel()
+        if not budget.may_step():
+            return best
+        step_started = time.monotonic()
+        optimizer.step(closure)
+        with torch.no_grad():
+            pixels.clamp_(0, 1)
+        budget.step_seconds = time.monotonic() - step_started
+        if not math.isfinite(best_loss):
+            break  # diverged at the start: nothing better than the starting image
+        budget.report(work_done + work_share * (step + 1) / n_steps)
+    with torch.no_grad():  # the last update has not been scored yet
+        if objective(pixels).item() < best_loss:
+            best = pixels.detach().clone()
+    return best
+
+
+def slow_stylize(content: torch.Tensor, style: torch.Tensor, loss_network: VGG19Features,
+                 config: SlowConfig = SlowConfig(), progress: Callable[[float], None] | None = None,
+                 cancel: threading.Event | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
+    """Stylize ``content`` (1, 3, H, W in [0, 1]) like ``style`` by optimising its pixels.
+
+    Returns the best image found (lowest loss at the finest scale reached) at the
+    content's size, in [0, 1], on the content's device and dtype. ``progress`` gets a
+    non-decreasing fraction in [0, 1]: 0.0 at the start, once after every step (the
+    larger of the work done, steps weighted by pixel count, and the share of the time
+    limit used) and 1.0 at the end. Raises `CancelledError` before the next step once
+    ``cancel`` is set. Stops after ``config.steps`` steps or when the next step would
+    overrun ``config.time_limit_s``.
+    """
+    _check_image("content", content)
+    _check_image("style", style)
+    if init is not None and (not torch.is_tensor(init) or init.shape != content.shape):
+        shape = tuple(init.shape) if torch.is_tensor(init) else type(init).__name__
+        raise InvalidParameterError(f"init must have the content's shape {tuple(content.shape)}, got {shape}")
+    budget = _Budget(config, progress, cancel)
+    out_device, out_dtype = content.device, content.dtype
+    device = next(loss_network.parameters()).device
+    full_size = tuple(content.shape[-2:])
+    content = content.detach().to(device=device, dtype=torch.float32).clamp(0, 1)
+    style = style.detach().to(device=device, dtype=torch.float32).clamp(0, 1)
+    if config.style_max_side is not None and max(style.shape[-2:]) > config.style_max_side:
+        shrink = config.style_max_side / max(style.shape[-2:])
+        style = _resize(style, _scaled_size(tuple(style.shape[-2:]), shrink))
+    image = (init if init is not None else content).detach().to(device=device, dtype=torch.float32).clamp(0, 1)
+
+    plan = _plan(config, full_size)
+    work = [steps * math.prod(_scaled_size(full_size, s)) for s, steps in plan]
+    shares = [w / sum(work) for w in work]
+    budget.report(0.0, count_time=False)
+    work_done, pixels_before = 0.0, None
+    for (scale, n_steps), share in zip(plan, shares, strict=True):
+        budget.check_cancel()
+        size = _scaled_size(full_size, scale)
+        if pixels_before is not None:  # a step costs about in proportion to the pixels
+            budget.step_seconds *= math.prod(size) / pixels_before
+        pixels_before = math.prod(size)
+        style_size = _scaled_size(tuple(style.shape[-2:]), scale)
+        objective = _Objective(loss_network, _resize(content, size), _resize(style, style_size), config)
+        image = _optimise_scale(objective, _resize(image, size), n_steps, config, budget, work_done, share)
+        work_done += share
+        if budget.out_of_time:
+            break
+    budget.check_cancel()
+    result = _resize(image, full_size).clamp(0, 1)
+    budget.report(1.0)
+    return result.to(device=out_device, dtype=out_dtype)

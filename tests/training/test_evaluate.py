@@ -1,0 +1,82 @@
+"""`cinstyle evaluate` on a tiny bank, tiny generated photos and paintings."""
+
+import json
+import math
+
+import pytest
+from PIL import Image
+
+from app.cli import main as cli_main
+from model.bank import load_bank
+from model.imageio import image_to_tensor, load_image_file
+from tests.training.conftest import photo, write_paintings, write_photos, write_tiny_bank
+from training.evaluate import EvalConfig, evaluate, resolve_style_files, sheet_shape
+
+NAMES = ["red_stripes", "blue_stripes", "green_stripes"]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    paintings = write_paintings(tmp_path / "paintings", [f"painting_{i}" for i in range(len(NAMES))])
+    bank_dir = write_tiny_bank(tmp_path / "bank", NAMES, source_files=paintings)
+    write_photos(tmp_path / "photos", 3)
+    return tmp_path, bank_dir, paintings
+
+
+def test_evaluate_command_writes_report_and_contact_sheet(setup, capsys):
+    root, bank_dir, _ = setup
+    out = root / "eval"
+    code = cli_main(["evaluate", "--bank", str(bank_dir), "--content", str(root / "photos"), "--styles",
+                     str(root / "paintings"), "--out", str(out), "--max-photos", "2", "--slow-steps", "2",
+                     "--device", "cpu"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert str(out / "report.md") in printed
+
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["styles"]] == NAMES
+    assert report["photos"] == ["photo_00.png", "photo_01.png"]
+    for scores in report["styles"]:
+        for key, value in scores.items():
+            if key != "name":
+                assert value is not None and math.isfinite(value), (key, value)
+        assert scores["style_ratio_net"] > 0 and scores["content_change_net"] >= 0
+    assert set(report["average"]) >= {"style_ratio_net", "style_ratio_slow", "content_change_net"}
+    assert report["worst"]["style_ratio_net"]["name"] in NAMES
+
+    markdown = (out / "report.md").read_text()
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| style | style ratio net | style ratio slow | content change net |")
+    assert [line.split("|")[1].strip() for line in table[2:]] == [*NAMES, "**average**"]
+
+    rows, columns = sheet_shape(2, len(NAMES))
+    assert (rows, columns) == (3, 4)  # 2 photos + a blend row; original + 3 styles (or 3 blends)
+    with Image.open(out / "contact_sheet.png") as sheet:
+        assert sheet.size == (columns * (128 + 2) + 2, rows * (128 + 2) + 2)
+
+
+def test_evaluate_function_without_the_slow_path(setup, vgg):
+    _, bank_dir, paintings = setup
+    bank = load_bank(bank_dir)
+    styles = [image_to_tensor(load_image_file(p)) for p in paintings]
+    photos = [photo(i)[None].float() / 255 for i in range(2)]
+    report = evaluate(bank, styles, photos, vgg, EvalConfig(slow_steps=0, photo_side=48, style_side=64))
+    assert [s.name for s in report.styles] == NAMES
+    assert all(s.style_ratio_slow is None and s.total_slow is None for s in report.styles)
+    assert all(math.isfinite(s.style_ratio_net) and s.total_photo > 0 for s in report.styles)
+    data = report.to_dict()
+    assert data["average"]["style_ratio_slow"] is None
+    json.dumps(data, allow_nan=False)
+
+
+def test_style_files_resolve_from_files_folder_or_training_paths(setup):
+    root, bank_dir, paintings = setup
+    bank = load_bank(bank_dir)
+    assert resolve_style_files(bank, [str(p) for p in paintings]) == paintings
+    assert resolve_style_files(bank, [str(root / "paintings")]) == paintings
+    with pytest.raises(ValueError, match="2 style images given for a bank with 3 styles"):
+        resolve_style_files(bank, [str(p) for p in paintings[:2]])
+    with pytest.raises(FileNotFoundError, match="red_stripes"):
+        resolve_style_files(bank, None)  # this bank records no training paths
+    bank.provenance["train_config"] = {"styles": [str(root / "paintings")]}
+    assert resolve_style_files(bank, None) == paintings
