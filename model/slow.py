@@ -184,15 +184,18 @@ def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, co
     else:
         optimizer = torch.optim.Adam([pixels], lr=config.learning_rate)
     best_loss, best = math.inf, pixels.detach().clone()
+    last_loss = math.inf
 
     def closure() -> torch.Tensor:
-        nonlocal best_loss, best
+        nonlocal best_loss, best, last_loss
+        budget.check_cancel()  # once more right before the expensive forward/backward
         optimizer.zero_grad(set_to_none=True)
         loss = objective(pixels)
         loss.backward()
         pixels.grad = pixels.grad.contiguous()  # L-BFGS flattens it with view()
-        if loss.item() < best_loss:  # the loss of the pixels before this step's update
-            best_loss, best = loss.item(), pixels.detach().clone()
+        last_loss = loss.item()
+        if last_loss < best_loss:  # the loss of the pixels before this step's update
+            best_loss, best = last_loss, pixels.detach().clone()
         return loss
 
     for step in range(n_steps):
@@ -204,8 +207,8 @@ def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, co
         with torch.no_grad():
             pixels.clamp_(0, 1)
         budget.step_seconds = time.monotonic() - step_started
-        if not math.isfinite(best_loss):
-            break  # diverged at the start: nothing better than the starting image
+        if not math.isfinite(last_loss):
+            return best  # diverged: keep the best image seen before it did
         budget.report(work_done + work_share * (step + 1) / n_steps)
     with torch.no_grad():  # the last update has not been scored yet
         if objective(pixels).item() < best_loss:
