@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", type=Path, required=True, help="the painting")
     p.add_argument("--name", required=True)
     p.add_argument("--content", type=Path, default=None,
-                   help="folder of content photos (default: built-in synthetic set)")
-    p.add_argument("--out", type=Path, default=None, help="learned-style file or folder (default: <bank>/learned/)")
+                   help="folder of content photos (default: scikit-image's public-domain sample photos)")
+    p.add_argument("--out", type=Path, default=None, help="learned-style file or folder (default: ./learned/<name>.safetensors)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p = sub.add_parser("evaluate", help="style/content losses per style vs the photo and the slow path; contact sheet")
@@ -175,7 +175,8 @@ def _cmd_train(args) -> int:
     except (TypeError, ValueError) as exc:
         raise CinstyleError(f"bad training options: {exc}") from exc
     result = train(config, resume=args.resume)
-    print(f"bank: {result.bank_dir} (step {result.step}{', interrupted' if result.interrupted else ''})")
+    if result.is_main:
+        print(f"bank: {result.bank_dir} (step {result.step}{', interrupted' if result.interrupted else ''})")
     return 0
 
 

@@ -47,6 +47,7 @@ class TrainResult:
     step: int
     history: list[dict[str, float]]
     interrupted: bool
+    is_main: bool = True  # False on the other torchrun ranks (they write nothing)
 
 
 class _StopFlag:
@@ -169,7 +170,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
     if dist_info.is_main and step >= config.steps:
         _write_bank(out_dir, network, names, style_files, config, step, time.monotonic() - started)
     shutdown_distributed()
-    return TrainResult(bank_dir=out_dir / BANK_DIR, step=step, history=history, interrupted=interrupted)
+    return TrainResult(bank_dir=out_dir / BANK_DIR, step=step, history=history, interrupted=interrupted,
+                       is_main=dist_info.is_main)
 
 
 def _sample_photos(files: list[Path], size: int, count: int = 4) -> torch.Tensor:
