@@ -84,15 +84,18 @@ RUN --mount=type=secret,id=pip_cert \
     fi; \
     python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 
-# The other dependencies, read from pyproject.toml, so that code changes reuse this layer.
+# The other dependencies, read from pyproject.toml, so that code changes reuse this layer;
+# torch is held at the variant just installed (a dependency may never swap in another build).
 COPY pyproject.toml /src/pyproject.toml
 RUN --mount=type=secret,id=pip_cert \
     --mount=type=bind,from=wheelhouse,target=/wheelhouse \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     python -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > /tmp/requirements.txt; \
-    pip install --find-links /wheelhouse -r /tmp/requirements.txt; \
-    rm /tmp/requirements.txt
+    python -c 'from importlib.metadata import version; print(*(f"{p}=={version(p)}" for p in ("torch", "torchvision")), sep="\n")' \
+        > /tmp/constraints.txt; \
+    pip install --find-links /wheelhouse -c /tmp/constraints.txt -r /tmp/requirements.txt; \
+    rm /tmp/requirements.txt /tmp/constraints.txt
 
 # --- project: cinstyle as a wheel (the bundled model/checkpoints/* are package data) ----
 FROM builder AS project
