@@ -44,7 +44,7 @@ RUN if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/nu
     fi; \
     python3 -c 'import sys; assert sys.version_info >= (3, 11), f"cinstyle needs python >= 3.11, the base image has {sys.version}"'
 
-# --- builder: a virtualenv at /opt/venv with torch, the dependencies and cinstyle -----
+# --- builder: a virtualenv at /opt/venv with torch and the other dependencies ---------
 FROM base AS builder
 ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=""
