@@ -174,7 +174,8 @@ class _Budget:
 
 
 def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, config: SlowConfig,
-                    budget: _Budget, work_done: float, work_share: float) -> torch.Tensor:
+                    budget: _Budget, work_done: float, work_share: float,
+                    on_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Run up to ``n_steps`` steps from ``start``; returns the lowest-loss image seen."""
     pixels = start.clone(memory_format=torch.contiguous_format).requires_grad_(True)
     if config.optimizer == "lbfgs":
@@ -210,6 +211,8 @@ def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, co
         if not math.isfinite(last_loss):
             return best  # diverged: keep the best image seen before it did
         budget.report(work_done + work_share * (step + 1) / n_steps)
+        if on_step is not None:
+            on_step(pixels.detach())
     with torch.no_grad():  # the last update has not been scored yet
         if objective(pixels).item() < best_loss:
             best = pixels.detach().clone()
@@ -218,7 +221,8 @@ def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, co
 
 def slow_stylize(content: torch.Tensor, style: torch.Tensor, loss_network: VGG19Features,
                  config: SlowConfig = SlowConfig(), progress: Callable[[float], None] | None = None,
-                 cancel: threading.Event | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
+                 cancel: threading.Event | None = None, init: torch.Tensor | None = None,
+                 on_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Stylize ``content`` (1, 3, H, W in [0, 1]) like ``style`` by optimising its pixels.
 
     Returns the best image found (lowest loss at the finest scale reached) at the
@@ -227,7 +231,8 @@ def slow_stylize(content: torch.Tensor, style: torch.Tensor, loss_network: VGG19
     larger of the work done, steps weighted by pixel count, and the share of the time
     limit used) and 1.0 at the end. Raises `CancelledError` before the next step once
     ``cancel`` is set. Stops after ``config.steps`` steps or when the next step would
-    overrun ``config.time_limit_s``.
+    overrun ``config.time_limit_s``. ``on_step`` (benchmarks) sees the pixels after
+    every step, at the current scale.
     """
     _check_image("content", content)
     _check_image("style", style)
@@ -258,7 +263,7 @@ def slow_stylize(content: torch.Tensor, style: torch.Tensor, loss_network: VGG19
         pixels_before = math.prod(size)
         style_size = _scaled_size(tuple(style.shape[-2:]), scale)
         objective = _Objective(loss_network, _resize(content, size), _resize(style, style_size), config)
-        image = _optimise_scale(objective, _resize(image, size), n_steps, config, budget, work_done, share)
+        image = _optimise_scale(objective, _resize(image, size), n_steps, config, budget, work_done, share, on_step)
         work_done += share
         if budget.out_of_time:
             break

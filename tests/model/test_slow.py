@@ -161,3 +161,12 @@ def test_bad_image_shapes_are_rejected(vgg):
         slow_stylize(make_content(), torch.rand(1, 1, 32, 32), vgg, SlowConfig(steps=1))
     with pytest.raises(InvalidParameterError, match="init"):
         slow_stylize(make_content(), make_style(), vgg, SlowConfig(steps=1), init=torch.rand(1, 3, 8, 8))
+
+
+def test_on_step_sees_every_step_in_range(vgg):
+    content, style = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
+    seen = []
+    slow_stylize(content, style, vgg, SlowConfig(steps=4, scales=(1.0,)), on_step=lambda p: seen.append(p.clone()))
+    assert len(seen) == 4
+    assert all(p.shape == content.shape and p.min() >= 0 and p.max() <= 1 for p in seen)
+    assert not torch.equal(seen[0], seen[-1])
