@@ -167,7 +167,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
                 interrupted = True
                 break
     progress.close()
-    if dist_info.is_main and step >= config.steps:
+    if dist_info.is_main and (step >= config.steps or interrupted):
+        # An interrupted run leaves a usable bank at its last step, not only at the last sample.
         _write_bank(out_dir, network, names, style_files, config, step, time.monotonic() - started)
     shutdown_distributed()
     return TrainResult(bank_dir=out_dir / BANK_DIR, step=step, history=history, interrupted=interrupted,
