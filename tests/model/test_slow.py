@@ -10,23 +10,6 @@ import torch
 from model.errors import CancelledError, InvalidParameterError
 from model.losses import STYLE_LAYERS, gram_matrix, style_loss, target_grams
 from model.slow import SlowConfig, slow_stylize
-from model.vgg import load_vgg19
-
-
-@pytest.fixture(scope="module")
-def vgg():
-    return load_vgg19()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny images gain nothing from threads, and spinning OpenMP workers on a busy
-    machine make each VGG pass ~10x slower: run these tests on one thread. (Module
-    scope, so it is in force before the module-scoped fixtures that do real work.)"""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_content(height: int = 48, width: int = 64) -> torch.Tensor:

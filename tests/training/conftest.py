@@ -2,29 +2,11 @@
 
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 
 from model.bank import StyleInfo, save_bank
 from model.transformer import TransformerConfig, TransformerNet
-from model.vgg import load_vgg19
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny images gain nothing from threads, and spinning OpenMP workers on a busy
-    machine make each VGG pass ~10x slower: run these tests on one thread. (Module
-    scope, so it is in force before the module-scoped fixtures that do real work.)"""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="session")
-def vgg():
-    return load_vgg19()
 
 
 def photo(seed: int, height: int = 48, width: int = 64) -> torch.Tensor:
