@@ -103,6 +103,17 @@ def downscale(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def downscale_tensor(image: torch.Tensor, max_side: int) -> torch.Tensor:
+    """Shrink a (B, 3, H, W) tensor so its longer side is at most ``max_side`` (never enlarges)."""
+    height, width = image.shape[-2:]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False,
+                                           antialias=True).clamp(0, 1)
+
+
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float (1, 3, H, W) in [0, 1]."""
     return pil_to_tensor(image.convert("RGB")).float().div(255.0).unsqueeze(0)

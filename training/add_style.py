@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from model.bank import StyleBank, style_rows, validate_style_name
 from model.errors import CancelledError, InvalidParameterError
+from model.imageio import downscale_tensor
 from model.losses import CONTENT_LAYER, STYLE_LAYERS, target_grams
 from model.transformer import TransformerConfig, TransformerNet
 from model.vgg import VGG19Features
@@ -84,15 +85,6 @@ def _single_style_network(network: TransformerNet, rows: dict[str, torch.Tensor]
     return single
 
 
-def _fit_style_size(style: torch.Tensor, max_side: int) -> torch.Tensor:
-    height, width = style.shape[-2:]
-    if max(height, width) <= max_side:
-        return style
-    scale = max_side / max(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(style, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
-
 def learn_style(bank: StyleBank, style: torch.Tensor, name: str, loss_network: VGG19Features,
                 content: list[torch.Tensor], config: AddStyleConfig = AddStyleConfig(),
                 progress: Callable[[float], None] | None = None,
@@ -118,7 +110,7 @@ def learn_style(bank: StyleBank, style: torch.Tensor, name: str, loss_network: V
     network = _single_style_network(bank.network, mean_rows(bank.network))
     network.train()
     layers = tuple(config.style_layers)
-    style = _fit_style_size(style.detach().to(device=device, dtype=torch.float32).clamp(0, 1), config.style_size)
+    style = downscale_tensor(style.detach().to(device=device, dtype=torch.float32).clamp(0, 1), config.style_size)
     grams = target_grams(loss_network, style, layers)
     crops = ContentCrops(content, config.image_size)
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=config.lr)

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 from torchvision.utils import make_grid, save_image
 
 from model.bank import StyleBank, atomic_write_bytes, sha256_file
+from model.imageio import downscale_tensor
 from model.losses import CONTENT_LAYER, STYLE_LAYERS, content_change, gram_matrix, style_loss, target_grams
 from model.slow import SlowConfig, slow_stylize
 from model.vgg import VGG19Features
@@ -108,16 +108,6 @@ def _score_keys() -> list[str]:
     return [k for k in StyleScores.__dataclass_fields__ if k != "name"]
 
 
-def fit_longer_side(image: torch.Tensor, side: int) -> torch.Tensor:
-    """Downscale a (1, 3, H, W) image so its longer side is at most ``side``."""
-    height, width = image.shape[-2:]
-    if max(height, width) <= side:
-        return image
-    scale = side / max(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-
-
 class _Features:
     """What the metrics need of one image: its Gram matrices and content features."""
 
@@ -159,14 +149,14 @@ def evaluate(bank: StyleBank, style_images: Sequence[torch.Tensor], photos: Sequ
     device = next(loss_network.parameters()).device
     network = bank.network
     net_device = next(network.parameters()).device
-    photos = [fit_longer_side(p.to(device, torch.float32), config.photo_side) for p in photos]
+    photos = [downscale_tensor(p.to(device, torch.float32), config.photo_side) for p in photos]
     photo_features = [_Features(loss_network, p) for p in photos]
     slow_config = (SlowConfig(steps=config.slow_steps, time_limit_s=config.slow_time_limit_s)
                    if config.slow_steps > 0 else None)
     n_styles = len(bank.styles)
     results = []
     for index, (info, style_image) in enumerate(zip(bank.styles, style_images, strict=True)):
-        style = fit_longer_side(style_image.to(device, torch.float32), config.style_side)
+        style = downscale_tensor(style_image.to(device, torch.float32), config.style_side)
         grams = target_grams(loss_network, style)
         weights = torch.nn.functional.one_hot(torch.tensor([index]), n_styles).float().to(net_device)
         net_scores, photo_totals, photo_losses, slow_scores, slow_seconds = [], [], [], [], 0.0
