@@ -42,6 +42,10 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--channels", type=int, nargs=3, default=None)
     p.add_argument("--n-residual", type=int, default=None)
+    p.add_argument("--decoder-channels", type=int, nargs=2, default=None, help="decoder widths at 1/2x and 1x")
+    p.add_argument("--outer-kernel", type=int, default=None, help="kernel of the first and last convolution")
+    p.add_argument("--style-layer-weight", action="append", default=None, metavar="LAYER=W",
+                   help="weight of one style layer's relative Gram error (repeatable), e.g. relu4_1=4")
     p.add_argument("--content-weight", type=float, default=None)
     p.add_argument("--style-weight", type=float, default=None)
     p.add_argument("--tv-weight", type=float, default=None)
@@ -159,7 +163,8 @@ def _cmd_train(args) -> int:
         "style_names": tuple(args.style_names) if args.style_names else None,
         "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size,
         "style_size": args.style_size, "lr": args.lr, "channels": tuple(args.channels) if args.channels else None,
-        "n_residual": args.n_residual, "seed": args.seed, "device": args.device, "vgg_source": args.vgg,
+        "n_residual": args.n_residual, "outer_kernel": args.outer_kernel,
+        "decoder_channels": tuple(args.decoder_channels) if args.decoder_channels else None, "seed": args.seed, "device": args.device, "vgg_source": args.vgg,
         "sample_every": args.sample_every, "state_every_s": args.state_every,
         "holdout_fraction": args.holdout_fraction, "init_bank": args.init_bank,
     }
@@ -169,6 +174,14 @@ def _cmd_train(args) -> int:
     for key, value in (("content", args.content_weight), ("style", args.style_weight), ("tv", args.tv_weight)):
         if value is not None:
             weights[key] = value
+    for item in args.style_layer_weight or ():
+        layer, sep, value = item.partition("=")
+        try:
+            weights.setdefault("style_layer_weights", {})[layer] = float(value) if sep else float("nan")
+        except ValueError:
+            raise CinstyleError(f"--style-layer-weight wants LAYER=WEIGHT, got {item!r}") from None
+        if not sep:
+            raise CinstyleError(f"--style-layer-weight wants LAYER=WEIGHT, got {item!r}")
     values["loss_weights"] = weights
     try:
         config = TrainConfig.from_dict(values)

@@ -119,7 +119,8 @@ def run_pastiche(content_path: Path, style_path: Path, size: int, style_size: in
     return {"setup_seconds": setup_s, "trajectory": trajectory, "final": trajectory[-1]}
 
 
-def run_ours(photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: Metric) -> dict:
+def run_ours(photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: Metric,
+             overrides: dict | None = None) -> dict:
     """One `slow_stylize` run, scored after every step; scoring time is not counted."""
     from model.slow import SlowConfig, slow_stylize
 
@@ -134,8 +135,9 @@ def run_ours(photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: 
         trajectory.append({"step": len(trajectory) + 1, "seconds": paused - started - scoring, **metric(full)})
         scoring += time.perf_counter() - paused
 
-    slow_stylize(photo, style, vgg, SlowConfig(steps=steps, time_limit_s=1e9), on_step=score)
-    return {"steps": steps, "seconds": time.perf_counter() - started - scoring, "trajectory": trajectory}
+    config = SlowConfig(**{**(overrides or {}), "steps": steps, "time_limit_s": 1e9})
+    slow_stylize(photo, style, vgg, config, on_step=score)
+    return {"steps": steps, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}, "seconds": time.perf_counter() - started - scoring, "trajectory": trajectory}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--our-steps", type=int, default=300, help="our step budget (one run, scored every step)")
     parser.add_argument("--pastiche-from", type=Path, default=None,
                         help="reuse pastiche's trajectory from an earlier result JSON of this script (same inputs)")
+    parser.add_argument("--our-config", type=json.loads, default={},
+                        help='SlowConfig fields for ours as JSON, e.g. \'{"content_weight": 0.1}\' (default: the service\'s)')
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS / "slow_vs_pastiche.json")
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     reached = next(t for t in peer["trajectory"] if t["style_ratio"] <= target)
     print(f"pastiche: style ratio {target:.4f} after {args.pastiche_steps} steps, {peer['final']['seconds']:.1f} s",
           flush=True)
-    run = run_ours(photo, style, vgg, args.our_steps, metric)
+    run = run_ours(photo, style, vgg, args.our_steps, metric, args.our_config)
     ours = next((t for t in run["trajectory"] if t["style_ratio"] <= target), None)
     result = {
         "benchmark": "slow_vs_pastiche",
@@ -205,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                      "step_reaching_target": reached["step"], "setup_seconds": peer["setup_seconds"],
                      "reused_from": peer.get("reused_from"), "final": peer["final"],
                      "trajectory": peer["trajectory"]},
-        "ours": {"steps": args.our_steps, "reached": ours is not None, "at_target": ours,
+        "ours": {"steps": args.our_steps, "config": run["config"], "reached": ours is not None, "at_target": ours,
                  "final": run["trajectory"][-1], "trajectory": run["trajectory"]},
         "speedup": (reached["seconds"] / ours["seconds"]) if ours else None,
     }

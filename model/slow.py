@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
@@ -56,6 +56,8 @@ class SlowConfig:
     optimizer: str = "lbfgs"
     lr: float | None = None  # None: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
     style_layers: tuple[str, ...] = STYLE_LAYERS
+    # Weight of each style layer's relative Gram error (missing layers weigh 1).
+    style_layer_weights: dict[str, float] = field(default_factory=dict)
     content_layer: str = CONTENT_LAYER
     min_side: int = 32  # coarse scales whose shorter side would be smaller are skipped
     style_max_side: int | None = 512  # larger style images are downscaled to this longer side first
@@ -86,6 +88,13 @@ class SlowConfig:
                 raise InvalidParameterError(f"unknown VGG-19 layer {layer!r}")
         if not self.style_layers:
             raise InvalidParameterError("style_layers must name at least one layer")
+        layer_weights = dict(self.style_layer_weights)
+        if set(layer_weights) - set(self.style_layers):
+            raise InvalidParameterError(
+                f"style_layer_weights names layers outside style_layers: {sorted(set(layer_weights) - set(self.style_layers))}")
+        if any(not (isinstance(w, int | float) and w >= 0 and math.isfinite(w)) for w in layer_weights.values()):
+            raise InvalidParameterError(f"style_layer_weights must be finite numbers >= 0, got {layer_weights!r}")
+        object.__setattr__(self, "style_layer_weights", {k: float(v) for k, v in layer_weights.items()})
         if self.min_side < 1:
             raise InvalidParameterError(f"min_side must be >= 1, got {self.min_side!r}")
         if self.style_max_side is not None and self.style_max_side < 16:
@@ -136,7 +145,9 @@ class _Objective:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         config = self.config
         features = self.network(image, self.layers)
-        style = style_loss({l: gram_matrix(features[l]) for l in config.style_layers}, self.grams, relative=True)
+        style = style_loss({l: gram_matrix(features[l]) for l in config.style_layers}, self.grams,
+                           layer_weights={l: config.style_layer_weights.get(l, 1.0) for l in config.style_layers},
+                           relative=True)
         content = content_change(features[config.content_layer], self.content_features)
         return config.style_weight * style + config.content_weight * content + config.tv_weight * total_variation(image)
 

@@ -23,6 +23,9 @@ class TransformerConfig:
     channels: tuple[int, int, int] = (32, 64, 128)  # encoder widths at 1x, 1/2x, 1/4x
     n_residual: int = 5
     outer_kernel: int = 9  # kernel of the first and last convolution
+    # Decoder widths at 1/2x and 1x; None mirrors the encoder. A narrow decoder
+    # is where most of the full-resolution cost goes, so it is the speed knob.
+    decoder_channels: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.n_styles < 1:
@@ -30,13 +33,26 @@ class TransformerConfig:
         if len(self.channels) != 3 or any(int(c) < 1 for c in self.channels):
             raise ValueError(f"channels must be three positive widths, got {self.channels!r}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if self.decoder_channels is not None:
+            if len(self.decoder_channels) != 2 or any(int(c) < 1 for c in self.decoder_channels):
+                raise ValueError(f"decoder_channels must be two positive widths, got {self.decoder_channels!r}")
+            object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
         if self.n_residual < 0:
             raise ValueError(f"n_residual must be >= 0, got {self.n_residual}")
         if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
             raise ValueError(f"outer_kernel must be a positive odd number, got {self.outer_kernel}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "channels": list(self.channels)}
+        data = {**asdict(self), "channels": list(self.channels)}
+        if self.decoder_channels is None:
+            del data["decoder_channels"]  # banks written before the field existed stay byte-identical
+        else:
+            data["decoder_channels"] = list(self.decoder_channels)
+        return data
+
+    @property
+    def decoder_widths(self) -> tuple[int, int]:
+        return self.decoder_channels or (self.channels[1], self.channels[0])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TransformerConfig":
@@ -45,8 +61,9 @@ class TransformerConfig:
         if unknown:
             raise ValueError(f"unknown TransformerConfig fields: {sorted(unknown)}")
         values = dict(data)
-        if "channels" in values:
-            values["channels"] = tuple(values["channels"])
+        for key in ("channels", "decoder_channels"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -87,6 +104,7 @@ class TransformerNet(nn.Module):
         super().__init__()
         self.config = config
         c1, c2, c3, k, n = *config.channels, config.outer_kernel, config.n_styles
+        d2, d1 = config.decoder_widths
         self.encoder = nn.ModuleList([
             ConvCIN(3, c1, k, 1, n),
             ConvCIN(c1, c2, 3, 2, n),
@@ -94,11 +112,11 @@ class TransformerNet(nn.Module):
         ])
         self.residuals = nn.ModuleList([ResidualBlock(c3, n) for _ in range(config.n_residual)])
         self.decoder = nn.ModuleList([
-            ConvCIN(c3, c2, 3, 1, n, upsample=True),
-            ConvCIN(c2, c1, 3, 1, n, upsample=True),
+            ConvCIN(c3, d2, 3, 1, n, upsample=True),
+            ConvCIN(d2, d1, 3, 1, n, upsample=True),
         ])
         self.out_pad = nn.ReflectionPad2d(k // 2)
-        self.out_conv = nn.Conv2d(c1, 3, k)
+        self.out_conv = nn.Conv2d(d1, 3, k)
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]

@@ -145,7 +145,7 @@ def learned_style_metadata(source_sha256: str, config: AddStyleConfig, **extra: 
     """The per-style metadata a learned-style file carries (same keys as a trained bank's styles)."""
     weights = config.loss_weights
     return {"source_sha256": source_sha256, "training_steps": config.steps,
-            "loss_weights": {"content": weights.content, "style": weights.style, "tv": weights.tv},
+            "loss_weights": weights.to_dict(),
             "learned_with": "cinstyle add-style", "add_style_config": config.to_dict(), **extra}
 
 
@@ -155,7 +155,7 @@ def bank_loss_weights(bank: StyleBank) -> LossWeights:
         recorded = info.metadata.get("loss_weights")
         if isinstance(recorded, dict):
             try:
-                return LossWeights(**{k: float(v) for k, v in recorded.items() if k in ("content", "style", "tv")})
+                return LossWeights.from_dict(recorded)
             except (TypeError, ValueError):
                 break
     return LossWeights()

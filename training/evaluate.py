@@ -259,8 +259,10 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
         "- **style ratio**: absolute Gram style loss (relu1_1..relu5_1, equal weights) of the output / that of "
         "the unstylized photo (photo = 1; lower = closer to the painting).",
         "- **content change**: ||F(out) - F(photo)||² / ||F(photo)||² at relu4_2 (photo = 0).",
-        f"- **total**: the training objective (style {config.loss_weights.style:g} x relative Gram loss + content "
-        f"{config.loss_weights.content:g} x content change + tv {config.loss_weights.tv:g} x total variation).",
+        f"- **total**: the training objective (style {config.loss_weights.style:g} x relative Gram loss"
+        + (" with layer weights " + ", ".join(f"{k} {v:g}" for k, v in config.loss_weights.style_layer_weights.items())
+           if config.loss_weights.style_layer_weights else "")
+        + f" + content {config.loss_weights.content:g} x content change + tv {config.loss_weights.tv:g} x total variation).",
         "",
         "| style | " + " | ".join(c for c, _ in columns) + " |",
         "| --- |" + " ---: |" * len(columns),

@@ -21,7 +21,8 @@ def weighted_loss(output: torch.Tensor, output_grams: Mapping[str, torch.Tensor]
     Style: relative Gram error summed over the layers of ``output_grams``; content:
     relative feature change; plus total variation of the ``output`` pixels.
     """
-    loss_style = style_loss(output_grams, {l: target_grams[l] for l in output_grams}, relative=True)
+    loss_style = style_loss(output_grams, {l: target_grams[l] for l in output_grams},
+                            layer_weights={l: weights.layer_weight(l) for l in output_grams}, relative=True)
     loss_content = content_change(output_content, content_target)
     loss_tv = total_variation(output)
     loss = weights.style * loss_style + weights.content * loss_content + weights.tv * loss_tv

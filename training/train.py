@@ -106,7 +106,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
     sample_photos = _sample_photos(holdout_files or train_files, config.image_size)
 
     net_config = TransformerConfig(n_styles=len(style_files), channels=config.channels,
-                                   n_residual=config.n_residual, outer_kernel=config.outer_kernel)
+                                   n_residual=config.n_residual, outer_kernel=config.outer_kernel,
+                                   decoder_channels=config.decoder_channels)
     network = TransformerNet(net_config).to(device)
     if config.init_bank:
         network.load_state_dict(load_bank(config.init_bank).network.state_dict())
@@ -188,8 +189,7 @@ def _write_bank(out_dir: Path, network: TransformerNet, names: list[str], style_
         "source_file": path.name,
         "source_sha256": sha256_file(path),
         "training_steps": step,
-        "loss_weights": {"content": config.loss_weights.content, "style": config.loss_weights.style,
-                         "tv": config.loss_weights.tv},
+        "loss_weights": config.loss_weights.to_dict(),
     }) for name, path in zip(names, style_files, strict=True)]
     provenance = {"trainer": "cinstyle train", "steps": step, "train_config": config.to_dict(),
                   "seconds_this_run": round(seconds, 1), "torch": torch.__version__}

@@ -69,3 +69,24 @@ def test_user_errors_exit_2_without_traceback(tiny_bank, tmp_path):
     result = run_cli("stylize", str(source), "-s", TINY_STYLES[0], "-o", str(tmp_path / "x.gif"),
                      "--checkpoint", str(tiny_bank))
     assert result.returncode == 2 and "use one of png, jpeg, webp" in result.stderr
+
+
+def test_train_takes_the_architecture_and_layer_weight_options(tmp_path):
+    from tests.training.conftest import write_paintings, write_photos
+
+    styles = write_paintings(tmp_path / "styles", ["one", "two"])
+    write_photos(tmp_path / "photos", 3)
+    common = ["train", "--styles", *map(str, styles), "--content", str(tmp_path / "photos"),
+              "--steps", "2", "--batch-size", "1", "--image-size", "32", "--style-size", "64",
+              "--channels", "4", "8", "8", "--n-residual", "1", "--device", "cpu"]
+    result = run_cli(*common, "--out", str(tmp_path / "bad"), "--style-layer-weight", "relu4_1")
+    assert result.returncode == 2 and "LAYER=WEIGHT" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli(*common, "--out", str(tmp_path / "bad2"), "--style-layer-weight", "relu9_1=2")
+    assert result.returncode == 2 and "relu9_1" in result.stderr
+
+    result = run_cli(*common, "--out", str(tmp_path / "run"), "--decoder-channels", "6", "2", "--outer-kernel", "3",
+                     "--style-layer-weight", "relu4_1=4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    bank = load_bank(tmp_path / "run" / "bank")
+    assert bank.config.decoder_channels == (6, 2) and bank.config.outer_kernel == 3
+    assert bank.styles[0].metadata["loss_weights"]["style_layer_weights"] == {"relu4_1": 4.0}

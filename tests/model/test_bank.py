@@ -140,3 +140,17 @@ def test_bad_style_names(name):
 
 def test_atomic_save_leaves_no_temp_files(tiny_bank):
     assert sorted(p.name for p in tiny_bank.iterdir()) == [MANIFEST_FILE, WEIGHTS_FILE]
+
+
+def test_a_bank_with_a_narrow_decoder_round_trips(tmp_path):
+    from model.transformer import TransformerConfig, TransformerNet
+
+    torch.manual_seed(1)
+    network = TransformerNet(TransformerConfig(n_styles=2, channels=(4, 8, 8), n_residual=1, outer_kernel=3,
+                                               decoder_channels=(6, 2))).eval()
+    folder = save_bank(tmp_path / "narrow", network, [StyleInfo("a"), StyleInfo("b")])
+    bank = load_bank(folder)
+    assert bank.config.decoder_channels == (6, 2)
+    image = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(bank.network(image, torch.eye(2)[:1]), network(image, torch.eye(2)[:1]))

@@ -71,6 +71,8 @@ def test_wrong_weight_shape_is_refused():
     ({"n_styles": 2, "channels": (4, 0, 8)}, "channels"),
     ({"n_styles": 2, "n_residual": -1}, "n_residual"),
     ({"n_styles": 2, "outer_kernel": 4}, "outer_kernel"),
+    ({"n_styles": 2, "decoder_channels": (8,)}, "decoder_channels"),
+    ({"n_styles": 2, "decoder_channels": (8, 0)}, "decoder_channels"),
 ])
 def test_config_validation_names_the_bad_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -82,3 +84,23 @@ def test_config_round_trips_through_a_dict():
     assert TransformerConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown TransformerConfig fields"):
         TransformerConfig.from_dict({**config.to_dict(), "width": 3})
+
+
+def test_decoder_channels_set_the_decoder_widths_and_round_trip():
+    config = TransformerConfig(n_styles=3, channels=(8, 16, 16), n_residual=1, decoder_channels=(6, 4))
+    network = TransformerNet(config)
+    assert [layer.conv.out_channels for layer in network.decoder] == [6, 4]
+    assert network.out_conv.in_channels == 4
+    # Every decoder norm carries one gamma row per style at its own width.
+    assert [layer.norm.gamma.shape for layer in network.decoder] == [(3, 6), (3, 4)]
+    out = network(torch.rand(1, 3, 30, 22), torch.eye(3)[:1])
+    assert out.shape == (1, 3, 30, 22)
+    assert TransformerConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["decoder_channels"] == [6, 4]
+
+
+def test_mirrored_decoder_is_the_default_and_keeps_old_manifests_readable():
+    config = TransformerConfig(n_styles=2, channels=(4, 8, 16))
+    assert "decoder_channels" not in config.to_dict()  # banks saved before the field existed stay identical
+    assert config.decoder_widths == (8, 4)
+    assert [layer.conv.out_channels for layer in TransformerNet(config).decoder] == [8, 4]

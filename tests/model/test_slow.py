@@ -130,6 +130,8 @@ def test_time_limit_stops_early_and_returns_the_best_image(vgg):
     ({"optimizer": "sgd"}, "'sgd'"),
     ({"lr": 0.0}, "0.0"),
     ({"style_layers": ("relu9_9",)}, "relu9_9"),
+    ({"style_layer_weights": {"relu4_2": 1.0}}, "relu4_2"),
+    ({"style_layer_weights": {"relu4_1": -2.0}}, "-2.0"),
 ])
 def test_config_rejects_bad_values_naming_them(kwargs, fragment):
     with pytest.raises(InvalidParameterError, match=None) as info:
@@ -153,3 +155,20 @@ def test_on_step_sees_every_step_in_range(vgg):
     assert len(seen) == 4
     assert all(p.shape == content.shape and p.min() >= 0 and p.max() <= 1 for p in seen)
     assert not torch.equal(seen[0], seen[-1])
+
+
+def test_style_layer_weights_steer_which_layer_is_fitted(vgg):
+    content, style = make_content(), make_style()
+    only_deep = SlowConfig(steps=6, scales=(1.0,), content_weight=0.0, tv_weight=0.0,
+                           style_layer_weights={"relu1_1": 0.0, "relu2_1": 0.0, "relu3_1": 0.0, "relu5_1": 0.0})
+    only_colour = SlowConfig(steps=6, scales=(1.0,), content_weight=0.0, tv_weight=0.0,
+                             style_layer_weights={"relu2_1": 0.0, "relu3_1": 0.0, "relu4_1": 0.0, "relu5_1": 0.0})
+    grams = target_grams(vgg, style)
+
+    def relative_error(image, layer):
+        gram = gram_matrix(vgg(image, (layer,))[layer])
+        return ((gram - grams[layer]).pow(2).sum() / grams[layer].pow(2).sum()).item()
+
+    deep, colour = slow_stylize(content, style, vgg, only_deep), slow_stylize(content, style, vgg, only_colour)
+    # The run told to weigh relu4_1 fits it far better than the run that ignored it.
+    assert relative_error(deep, "relu4_1") < 0.5 * relative_error(colour, "relu4_1")
