@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--content", type=Path, default=None,
                    help="folder of content photos (default: scikit-image's public-domain sample photos)")
-    p.add_argument("--out", type=Path, default=None, help="learned-style file or folder (default: ./learned/<name>.safetensors)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="learned-style file or folder (default: ./learned/<name>.safetensors)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p = sub.add_parser("evaluate", help="style/content losses per style vs the photo and the slow path; contact sheet")
@@ -164,7 +165,8 @@ def _cmd_train(args) -> int:
         "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size,
         "style_size": args.style_size, "lr": args.lr, "channels": tuple(args.channels) if args.channels else None,
         "n_residual": args.n_residual, "outer_kernel": args.outer_kernel,
-        "decoder_channels": tuple(args.decoder_channels) if args.decoder_channels else None, "seed": args.seed, "device": args.device, "vgg_source": args.vgg,
+        "decoder_channels": tuple(args.decoder_channels) if args.decoder_channels else None,
+        "seed": args.seed, "device": args.device, "vgg_source": args.vgg,
         "sample_every": args.sample_every, "state_every_s": args.state_every,
         "holdout_fraction": args.holdout_fraction, "init_bank": args.init_bank,
     }

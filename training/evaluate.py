@@ -262,7 +262,8 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
         f"- **total**: the training objective (style {config.loss_weights.style:g} x relative Gram loss"
         + (" with layer weights " + ", ".join(f"{k} {v:g}" for k, v in config.loss_weights.style_layer_weights.items())
            if config.loss_weights.style_layer_weights else "")
-        + f" + content {config.loss_weights.content:g} x content change + tv {config.loss_weights.tv:g} x total variation).",
+        + f" + content {config.loss_weights.content:g} x content change"
+        + f" + tv {config.loss_weights.tv:g} x total variation).",
         "",
         "| style | " + " | ".join(c for c, _ in columns) + " |",
         "| --- |" + " ---: |" * len(columns),
