@@ -40,13 +40,7 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.device = settings.resolved_device()
-        if settings.backend == "onnx":
-            from model.onnx_backend import onnxruntime_available
-
-            if self.device != "cpu":
-                raise RuntimeError("CINSTYLE_BACKEND=onnx runs on the CPU; set CINSTYLE_DEVICE=cpu or use torch")
-            if not onnxruntime_available():
-                raise RuntimeError("CINSTYLE_BACKEND=onnx needs onnxruntime: pip install onnxruntime")
+        self.backend = settings.resolved_backend(self.device)
         self.concurrency = settings.resolved_concurrency(self.device)
         self.gate = InferenceGate(self.concurrency, settings.max_waiting, metrics)
         self.jobs = JobManager(settings.jobs_dir, settings.queue_size, settings.job_workers, settings.result_ttl_s,
@@ -104,10 +98,10 @@ class Service:
         self.registry = registry
         self._count_styles()
         log.info("ready: %d styles on %s, backend %s, %d inference slot(s)", len(registry.styles()), self.device,
-                 self.settings.backend, self.concurrency)
+                 self.backend, self.concurrency)
 
     def _runner_factory(self):
-        if self.settings.backend != "onnx":
+        if self.backend != "onnx":
             return None
         from model.onnx_backend import OnnxNetwork
 

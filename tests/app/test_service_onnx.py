@@ -23,3 +23,9 @@ def test_onnx_backend_serves_styles_and_blends_like_torch(server_factory, tiny_b
         assert served.shape == expected.shape == (30, 46, 3)
         assert np.abs(served - expected).max() <= 1  # float differences may flip a rounding
     assert "backend onnx" in server.log()
+    assert server.client.get("/readyz").json()["backend"] == "onnx"
+
+
+def test_torch_backend_can_be_chosen(server_factory, tiny_bank):
+    server = server_factory(tiny_bank, "torch", backend="torch", concurrency=1)
+    assert server.client.get("/readyz").json()["backend"] == "torch"

@@ -20,6 +20,7 @@ async def readyz(service: ServiceDep) -> dict:
     return {
         "status": "ready",
         "device": str(registry.device),
+        "backend": service.backend,
         "styles": len(styles),
         "learned_styles": sum(1 for s in styles if s.kind == "learned"),
         "concurrency": service.concurrency,
