@@ -40,6 +40,8 @@ def _add_train(sub) -> None:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--style-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--style-lr-scale", type=float, default=None,
+                   help="learning-rate multiplier for the per-style gamma/beta rows (default 1)")
     p.add_argument("--channels", type=int, nargs=3, default=None)
     p.add_argument("--n-residual", type=int, default=None)
     p.add_argument("--decoder-channels", type=int, nargs=2, default=None, help="decoder widths at 1/2x and 1x")
@@ -163,7 +165,8 @@ def _cmd_train(args) -> int:
         "styles": tuple(args.styles) if args.styles else None, "content_dir": args.content,
         "style_names": tuple(args.style_names) if args.style_names else None,
         "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size,
-        "style_size": args.style_size, "lr": args.lr, "channels": tuple(args.channels) if args.channels else None,
+        "style_size": args.style_size, "lr": args.lr,
+        "style_lr_scale": args.style_lr_scale, "channels": tuple(args.channels) if args.channels else None,
         "n_residual": args.n_residual, "outer_kernel": args.outer_kernel,
         "decoder_channels": tuple(args.decoder_channels) if args.decoder_channels else None,
         "seed": args.seed, "device": args.device, "vgg_source": args.vgg,

@@ -111,7 +111,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
     network = TransformerNet(net_config).to(device)
     if config.init_bank:
         network.load_state_dict(load_bank(config.init_bank).network.state_dict())
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(_param_groups(network, config), lr=config.lr)
     step, history = 0, []
     state_path = out_dir / STATE_FILE
     if resume and state_path.is_file():
@@ -174,6 +174,14 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
     shutdown_distributed()
     return TrainResult(bank_dir=out_dir / BANK_DIR, step=step, history=history, interrupted=interrupted,
                        is_main=dist_info.is_main)
+
+
+def _param_groups(network: TransformerNet, config: TrainConfig) -> list[dict]:
+    """Shared weights at ``lr``; the per-style gamma/beta rows at ``lr * style_lr_scale``."""
+    style_rows = [p for norm in network.norm_layers() for p in (norm.gamma, norm.beta)]
+    ids = {id(p) for p in style_rows}
+    shared = [p for p in network.parameters() if id(p) not in ids]
+    return [{"params": shared}, {"params": style_rows, "lr": config.lr * config.style_lr_scale}]
 
 
 def _sample_photos(files: list[Path], size: int, count: int = 4) -> torch.Tensor:

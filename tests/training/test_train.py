@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from model.bank import load_bank
@@ -69,3 +70,18 @@ def test_run_folder_has_samples_loss_plot_bank_and_config(data, tmp_path):
     assert manifest["styles"][0]["training_steps"] == 6
     bank = load_bank(out / "bank")
     assert bank.style_names == NAMES and bank.config.channels == (4, 8, 8)
+
+
+def test_style_rows_learn_at_their_own_rate(data, tmp_path):
+    # Adam's first step moves every parameter with a gradient by about its learning rate.
+    def one_step(scale: float, name: str):
+        result = train(tiny_config(data, tmp_path / name, steps=1, lr=1e-3, style_lr_scale=scale, sample_every=1000),
+                       show_progress=False)
+        return load_bank(result.bank_dir).network
+
+    fast, plain = one_step(20.0, "fast"), one_step(1.0, "plain")
+    fast_move = max((n.gamma - 1).abs().max().item() for n in fast.norm_layers())
+    plain_move = max((n.gamma - 1).abs().max().item() for n in plain.norm_layers())
+    assert 0.01 < fast_move <= 0.02 + 1e-6 and plain_move <= 1e-3 + 1e-6
+    shared = [k for k in fast.state_dict() if k.endswith("conv.weight") or k.startswith("out_conv")]
+    assert shared and all(torch.equal(fast.state_dict()[k], plain.state_dict()[k]) for k in shared)
