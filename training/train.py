@@ -7,7 +7,11 @@ step, then (periodically) save state / write samples / write the bank.
 
 import logging
 import math
+import os
+import platform
+import shlex
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +180,18 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
                        is_main=dist_info.is_main)
 
 
+def machine_description() -> dict[str, str | int | None]:
+    """Where a bank was trained, for its manifest."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def _param_groups(network: TransformerNet, config: TrainConfig) -> list[dict]:
     """Shared weights at ``lr``; the per-style gamma/beta rows at ``lr * style_lr_scale``."""
     style_rows = [p for norm in network.norm_layers() for p in (norm.gamma, norm.beta)]
@@ -200,5 +216,6 @@ def _write_bank(out_dir: Path, network: TransformerNet, names: list[str], style_
         "loss_weights": config.loss_weights.to_dict(),
     }) for name, path in zip(names, style_files, strict=True)]
     provenance = {"trainer": "cinstyle train", "steps": step, "train_config": config.to_dict(),
-                  "seconds_this_run": round(seconds, 1), "torch": torch.__version__}
+                  "seconds_this_run": round(seconds, 1), "torch": torch.__version__,
+                  "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": machine_description()}
     save_bank(out_dir / BANK_DIR, network, styles, provenance)

@@ -68,6 +68,9 @@ def test_run_folder_has_samples_loss_plot_bank_and_config(data, tmp_path):
     assert [s["name"] for s in manifest["styles"]] == NAMES
     assert manifest["styles"][0]["source_file"] == "stripes_a.png"
     assert manifest["styles"][0]["training_steps"] == 6
+    provenance = manifest["provenance"]
+    assert provenance["steps"] == 6 and provenance["train_config"]["image_size"] == 32
+    assert provenance["machine"]["cpus"] >= 1 and provenance["command"]
     bank = load_bank(out / "bank")
     assert bank.style_names == NAMES and bank.config.channels == (4, 8, 8)
 
