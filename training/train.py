@@ -188,7 +188,8 @@ def machine_description() -> dict[str, str | int | None]:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
