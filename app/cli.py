@@ -25,6 +25,8 @@ def _add_stylize(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--steps", type=int, default=None, help="slow path: optimisation steps")
     p.add_argument("--time-limit", type=float, default=None, help="slow path: seconds")
+    p.add_argument("--init", choices=("content", "nearest"), default="content",
+                   help="slow path: start from the photo, or from the bank blend nearest to the painting")
 
 
 def _add_train(sub) -> None:
@@ -130,7 +132,16 @@ def _cmd_stylize(args) -> int:
             raise CinstyleError(f"style image {args.style_image} not found")
         style = image_to_tensor(decode_image(args.style_image.read_bytes(), max_side=512).rgb).to(device)
         overrides = {k: v for k, v in (("steps", args.steps), ("time_limit_s", args.time_limit)) if v is not None}
-        result = slow_stylize(content, style, load_vgg19(device=device), SlowConfig(**overrides))
+        loss_network = load_vgg19(device=device)
+        init = None
+        if args.init == "nearest":
+            from model.nearest import nearest_blend
+
+            bank = load_bank(args.checkpoint, device=device)
+            nearest = nearest_blend(bank.network, content, style, loss_network)
+            init = nearest.image
+            print(f"starting from the nearest blend {nearest.spec(bank.style_names)}", file=sys.stderr)
+        result = slow_stylize(content, style, loss_network, SlowConfig(**overrides), init=init)
         if args.preserve_color or args.strength < 1:
             from model.stylize import preserve_colors
 

@@ -76,21 +76,32 @@ def stylize_decoded(view: BankView, decoded: DecodedImage, mix: StyleMix, *, str
 
 def slow_stylize_decoded(content: DecodedImage, style: Image.Image, loss_network: Any, *, steps: int,
                          time_limit_s: float, strength: float, preserve_color: bool, fmt: str,
-                         progress: Progress | None = None, cancel: threading.Event | None = None) -> Rendered:
-    """The slow path: Gram-matrix optimisation of the upload's pixels against ``style``."""
+                         progress: Progress | None = None, cancel: threading.Event | None = None,
+                         start_from: BankView | None = None) -> tuple[Rendered, str | None]:
+    """The slow path: Gram-matrix optimisation of the upload's pixels against ``style``.
+
+    With ``start_from`` the pixels start from that bank's nearest blend (returned as a
+    style spec) instead of the photo."""
+    from model.nearest import nearest_blend
     from model.slow import SlowConfig, slow_stylize
 
     device = next(loss_network.parameters()).device
     content_tensor = image_to_tensor(content.rgb).to(device)
+    style_tensor = image_to_tensor(style).to(device)
     started = time.perf_counter()
-    result = slow_stylize(content_tensor, image_to_tensor(style).to(device), loss_network,
-                          SlowConfig(steps=steps, time_limit_s=time_limit_s), progress=progress, cancel=cancel)
+    init, blend = None, None
+    if start_from is not None:
+        nearest = nearest_blend(start_from.network, content_tensor, style_tensor, loss_network)
+        init, blend = nearest.image, nearest.spec(start_from.names)
+    config = SlowConfig(steps=steps, time_limit_s=time_limit_s)
+    result = slow_stylize(content_tensor, style_tensor, loss_network, config, progress=progress, cancel=cancel,
+                          init=init)
     if preserve_color:
         result = preserve_colors(result, content_tensor)
     if strength < 1.0:
         result = torch.lerp(content_tensor, result, strength)
     _synchronize(device)
-    return encode_result(result, content, fmt, (time.perf_counter() - started) * 1000.0)
+    return encode_result(result, content, fmt, (time.perf_counter() - started) * 1000.0), blend
 
 
 @dataclass(frozen=True)

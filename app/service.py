@@ -145,19 +145,22 @@ class Service:
     # -- jobs ------------------------------------------------------------------------------------------------------
 
     def submit_slow_stylize(self, content: DecodedImage, style: Image.Image, *, strength: float,
-                            preserve_color: bool, fmt: str) -> Job:
+                            preserve_color: bool, fmt: str, init: str = "content") -> Job:
         settings = self.settings
+        start_from = self.require_registry().view() if init == "nearest" else None
 
         def work(ctx: JobContext) -> JobOutcome:
-            rendered = inference.slow_stylize_decoded(
+            rendered, blend = inference.slow_stylize_decoded(
                 content, style, self.loss_network(), steps=settings.slow_steps,
                 time_limit_s=settings.slow_time_limit_s, strength=strength, preserve_color=preserve_color,
-                fmt=fmt, progress=ctx.progress, cancel=ctx.cancel)
-            return JobOutcome(rendered.data, rendered.media_type,
-                              {"width": rendered.width, "height": rendered.height,
-                               "inference_ms": round(rendered.inference_ms, 1)})
+                fmt=fmt, progress=ctx.progress, cancel=ctx.cancel, start_from=start_from)
+            summary = {"width": rendered.width, "height": rendered.height,
+                       "inference_ms": round(rendered.inference_ms, 1)}
+            if blend is not None:
+                summary["init_blend"] = blend
+            return JobOutcome(rendered.data, rendered.media_type, summary)
 
-        params = {"strength": strength, "preserve_color": preserve_color, "format": fmt,
+        params = {"strength": strength, "preserve_color": preserve_color, "format": fmt, "init": init,
                   "width": content.rgb.width, "height": content.rgb.height}
         return self.jobs.submit(SLOW_JOB, work, params)
 

@@ -118,6 +118,17 @@ def test_slow_path_wait_returns_the_image(server):
     assert job["status"] == "done" and job["id"] == response.headers["x-job-id"]
 
 
+def test_slow_path_can_start_from_the_nearest_bank_blend(server):
+    response = slow_post(server.client, photo(32, 32), stripes(), wait=60, init="nearest")
+    assert response.status_code == 200, response.text
+    job = server.client.get(response.headers["location"]).json()
+    assert job["params"]["init"] == "nearest"
+    blend = dict(item.split(":") for item in job["result"]["init_blend"].split(","))
+    assert set(blend) <= {"alpha", "beta", "gamma"} and abs(sum(map(float, blend.values())) - 1) < 1e-6
+    bad = slow_post(server.client, photo(32, 32), stripes(), init="somewhere")
+    assert bad.status_code == 422 and "init" in bad.text
+
+
 def test_queue_full_and_cancel(server):
     client = server.client
     long_job = slow_post(client, photo(256, 256), stripes()).json()  # seconds per step at this size

@@ -90,3 +90,22 @@ def test_train_takes_the_architecture_and_layer_weight_options(tmp_path):
     bank = load_bank(tmp_path / "run" / "bank")
     assert bank.config.decoder_channels == (6, 2) and bank.config.outer_kernel == 3
     assert bank.styles[0].metadata["loss_weights"]["style_layer_weights"] == {"relu4_1": 4.0}
+
+
+def test_stylize_with_a_style_image_runs_the_slow_path_from_either_start(tiny_bank, tmp_path):
+    source, painting = tmp_path / "in.png", tmp_path / "painting.png"
+    gradient_image(40, 32).save(source)
+    gradient_image(48, 48).rotate(90).save(painting)
+    outputs = {}
+    for init in ("content", "nearest"):
+        out = tmp_path / f"{init}.png"
+        result = run_cli("stylize", str(source), "--style-image", str(painting), "-o", str(out), "--steps", "3",
+                         "--init", init, "--checkpoint", str(tiny_bank), "--device", "cpu")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert ("nearest blend" in result.stderr) == (init == "nearest")
+        outputs[init] = image_to_tensor(Image.open(out))
+        assert outputs[init].shape == (1, 3, 32, 40)
+    assert not torch.equal(outputs["content"], outputs["nearest"])
+    result = run_cli("stylize", str(source), "--style-image", str(painting), "-o", str(tmp_path / "x.png"),
+                     "--init", "elsewhere")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -2,7 +2,7 @@
 
 import time
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 import anyio.to_thread
@@ -139,6 +139,9 @@ async def stylize(
     max_side: Annotated[int | None, Query(description="downscale so the longer side is at most this")] = None,
     format: Annotated[str | None, Query(description="png, jpeg or webp (default: from Accept, else png)")] = None,
     wait: Annotated[float, Query(description="slow path: block up to this many seconds for the result")] = 0.0,
+    init: Annotated[Literal["content", "nearest"], Query(
+        description="slow path: start from the photo, or from the bank blend nearest to the painting "
+                    "(the job's summary names it as init_blend)")] = "content",
 ) -> Response:
     if image is None:
         raise missing_upload(request, "image")
@@ -157,7 +160,7 @@ async def stylize(
         painting = await anyio.to_thread.run_sync(
             inference.decode_upload, style_data, settings.max_pixels, settings.style_image_side)
         job = service.submit_slow_stylize(content, painting.rgb, strength=strength, preserve_color=preserve_color,
-                                          fmt=fmt)
+                                          fmt=fmt, init=init)
         if wait > 0:
             await wait_for(job, wait, request, service.jobs)
             if job.status == DONE:
