@@ -131,6 +131,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
     progress = tqdm(total=config.steps, initial=step, disable=not (dist_info.is_main and show_progress),
                     dynamic_ncols=True, desc="train")
     running: dict[str, float] = {}
+    running_steps = 0
     interrupted = False
     started = time.monotonic()
     with _StopFlag() as flag:
@@ -152,11 +153,12 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
                 raise FloatingPointError(f"loss became non-finite at step {step}: {terms}")
             for key, value in terms.items():
                 running[key] = running.get(key, 0.0) + value
+            running_steps += 1
             if step % config.log_every == 0 or step == end_step:
-                count = config.log_every if step % config.log_every == 0 else step % config.log_every
-                entry = {"step": step, **{k: v / count for k, v in running.items()}}
+                # Count the steps actually summed: a resumed run may start between log points.
+                entry = {"step": step, **{k: v / running_steps for k, v in running.items()}}
                 history.append(entry)
-                running = {}
+                running, running_steps = {}, 0
                 progress.set_postfix({k: f"{entry[k]:.3g}" for k in ("total", "style", "content")})
             progress.update(1)
 
