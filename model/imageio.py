@@ -103,13 +103,14 @@ def downscale(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def downscale_tensor(image: torch.Tensor, max_side: int) -> torch.Tensor:
-    """Shrink a (B, 3, H, W) tensor so its longer side is at most ``max_side`` (never enlarges)."""
+def downscale_tensor(image: torch.Tensor, max_side: int, min_side: int = 1) -> torch.Tensor:
+    """Shrink a (B, 3, H, W) tensor so its longer side is at most ``max_side`` (never enlarges);
+    no side goes below ``min_side`` (VGG needs a few pixels left after its poolings)."""
     height, width = image.shape[-2:]
     if max(height, width) <= max_side:
         return image
     scale = max_side / max(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    size = (max(min_side, round(height * scale)), max(min_side, round(width * scale)))
     return torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False,
                                            antialias=True).clamp(0, 1)
 

@@ -10,8 +10,8 @@ pixel optimisation starts instead of the bare photo.
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
+from model.imageio import downscale_tensor
 from model.losses import STYLE_LAYERS, gram_matrix, style_loss, target_grams
 from model.stylize import stylize_tensor
 from model.vgg import VGG19Features
@@ -32,12 +32,7 @@ class NearestBlend:
 
 
 def _shrink(image: torch.Tensor, side: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    if max(height, width) <= side:
-        return image
-    scale = side / max(height, width)
-    size = (max(16, round(height * scale)), max(16, round(width * scale)))
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return downscale_tensor(image, side, min_side=16)
 
 
 @torch.no_grad()
