@@ -40,6 +40,9 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--resize-range", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="scale photos' shorter side to a random value in [LOW, HIGH] before cropping "
+                        "(default: to --image-size); match it to the size you will stylize at")
     p.add_argument("--style-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--style-lr-scale", type=float, default=None,
@@ -176,6 +179,7 @@ def _cmd_train(args) -> int:
         "styles": tuple(args.styles) if args.styles else None, "content_dir": args.content,
         "style_names": tuple(args.style_names) if args.style_names else None,
         "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size,
+        "resize_range": tuple(args.resize_range) if args.resize_range else None,
         "style_size": args.style_size, "lr": args.lr,
         "style_lr_scale": args.style_lr_scale, "channels": tuple(args.channels) if args.channels else None,
         "n_residual": args.n_residual, "outer_kernel": args.outer_kernel,

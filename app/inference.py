@@ -114,11 +114,17 @@ def learn_new_style(bank: StyleBank, style: Image.Image, name: str, loss_network
                     *, steps: int, batch_size: int, image_size: int, source_sha256: str,
                     progress: Progress | None = None, cancel: threading.Event | None = None) -> LearnedStyle:
     """Fit one new gamma/beta row for ``style`` with every convolution frozen, with the bank's loss weights."""
-    from training.add_style import AddStyleConfig, bank_loss_weights, learn_style, learned_style_metadata
+    from training.add_style import (
+        AddStyleConfig,
+        bank_loss_weights,
+        bank_resize_range,
+        learn_style,
+        learned_style_metadata,
+    )
 
     device = next(loss_network.parameters()).device
     config = AddStyleConfig(steps=steps, batch_size=batch_size, image_size=image_size,
-                            loss_weights=bank_loss_weights(bank))
+                            resize_range=bank_resize_range(bank, image_size), loss_weights=bank_loss_weights(bank))
     started = time.perf_counter()
     rows = learn_style(bank, image_to_tensor(style).to(device), name, loss_network, content, config,
                        progress=progress, cancel=cancel)
@@ -139,7 +145,8 @@ def load_content_images(content_dir, image_size: int) -> list[torch.Tensor]:
                                 f"photos, or install scikit-image for the built-in set ({exc})") from exc
     from training.data import list_content_images, load_images
 
-    return load_images(list_content_images(content_dir), max_side=max(2 * image_size, 256))
+    # 512 px keeps enough pixels for a bank trained at a larger photo scale (resize_range)
+    return load_images(list_content_images(content_dir), max_side=max(2 * image_size, 512))
 
 
 def shrink(image: Image.Image, max_side: int) -> Image.Image:

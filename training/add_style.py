@@ -40,6 +40,7 @@ class AddStyleConfig:
     steps: int = 400
     batch_size: int = 4
     image_size: int = 128  # square content crop side
+    resize_range: tuple[int, int] | None = None  # photos' shorter side before cropping, as TrainConfig's
     style_size: int = 512  # longer side of the style image for the Gram targets (downscaled only)
     # Only 2 x (sum of norm widths) numbers are fitted, so a larger step than
     # training's 1e-3 is safe and converges within a few hundred steps.
@@ -56,6 +57,11 @@ class AddStyleConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        if self.resize_range is not None:
+            object.__setattr__(self, "resize_range", tuple(self.resize_range))
+            if not (len(self.resize_range) == 2 and self.image_size <= self.resize_range[0] <= self.resize_range[1]):
+                raise ValueError(f"resize_range must be (low, high) with image_size {self.image_size} <= low <= high, "
+                                 f"got {self.resize_range}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.loss_weights, LossWeights):
@@ -63,7 +69,8 @@ class AddStyleConfig:
         object.__setattr__(self, "style_layers", tuple(self.style_layers))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "style_layers": list(self.style_layers)}
+        return {**asdict(self), "style_layers": list(self.style_layers),
+                "resize_range": list(self.resize_range) if self.resize_range else None}
 
 
 def mean_rows(network: TransformerNet) -> dict[str, torch.Tensor]:
@@ -112,7 +119,7 @@ def learn_style(bank: StyleBank, style: torch.Tensor, name: str, loss_network: V
     layers = tuple(config.style_layers)
     style = downscale_tensor(style.detach().to(device=device, dtype=torch.float32).clamp(0, 1), config.style_size)
     grams = target_grams(loss_network, style, layers)
-    crops = ContentCrops(content, config.image_size)
+    crops = ContentCrops(content, config.image_size, config.resize_range)
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=config.lr)
     style_weights = torch.ones(config.batch_size, 1, device=device)
 
@@ -146,6 +153,7 @@ def learned_style_metadata(source_sha256: str, config: AddStyleConfig, **extra: 
     weights = config.loss_weights
     return {"source_sha256": source_sha256, "training_steps": config.steps,
             "loss_weights": weights.to_dict(),
+            "resize_range": list(config.resize_range) if config.resize_range else None,
             "learned_with": "cinstyle add-style", "add_style_config": config.to_dict(), **extra}
 
 
@@ -159,6 +167,20 @@ def bank_loss_weights(bank: StyleBank) -> LossWeights:
             except (TypeError, ValueError):
                 break
     return LossWeights()
+
+
+def bank_resize_range(bank: StyleBank, image_size: int) -> tuple[int, int] | None:
+    """The photo scale the bank was trained at (style metadata), if usable with ``image_size`` crops.
+
+    A new style learned at the bank's scale is scored by the same yardstick as its
+    trained styles; an older bank without the record gets whole-scene crops."""
+    for info in bank.styles:
+        recorded = info.metadata.get("resize_range")
+        if (isinstance(recorded, (list, tuple)) and len(recorded) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in recorded)
+                and image_size <= recorded[0] <= recorded[1]):
+            return (recorded[0], recorded[1])
+    return None
 
 
 # scikit-image's bundled sample photos that are public domain or CC0 (see skimage.data docstrings).
@@ -202,7 +224,8 @@ def add_style_cli(args) -> int:
     bank = load_bank(args.bank, device=device)
     if name in bank.style_names:
         raise CinstyleError(f"style {name!r} is already in the bank {bank.path}; pick another --name")
-    values: dict[str, Any] = {"loss_weights": bank_loss_weights(bank)}
+    values: dict[str, Any] = {"loss_weights": bank_loss_weights(bank),
+                              "resize_range": bank_resize_range(bank, AddStyleConfig.image_size)}
     if args.steps is not None:
         values["steps"] = args.steps
     try:
@@ -210,7 +233,8 @@ def add_style_cli(args) -> int:
     except (TypeError, ValueError) as exc:
         raise CinstyleError(f"bad add-style options: {exc}") from exc
     if args.content is not None:
-        content = load_images(list_content_images(args.content), max_side=max(config.image_size * 2, 512))
+        content = load_images(list_content_images(args.content),
+                              max_side=max(config.image_size * 2, 512, 2 * (config.resize_range or (0, 0))[1]))
         content_source = str(args.content)
     else:
         content = default_content_images()

@@ -79,11 +79,22 @@ class ContentCrops:
     exactly the batches an uninterrupted run would have drawn.
     """
 
-    def __init__(self, images: list[torch.Tensor], size: int) -> None:
+    def __init__(self, images: list[torch.Tensor], size: int,
+                 resize_range: tuple[int, int] | None = None) -> None:
+        """``resize_range=(lo, hi)`` scales each photo's shorter side to a random
+        value in [lo, hi] before cropping, so crops show the scale the network
+        will meet at inference; ``None`` scales it to ``size`` (whole-scene crops)."""
         self.images = images
         self.size = size
+        if resize_range is None:
+            resize = v2.Resize(size, antialias=True)  # shorter side -> size
+        else:
+            low, high = resize_range
+            if not size <= low <= high:
+                raise ValueError(f"resize range must satisfy crop size {size} <= low <= high, got {resize_range}")
+            resize = v2.RandomResize(low, high + 1, antialias=True)  # shorter side, upper end exclusive
         self.transform = v2.Compose([
-            v2.Resize(size, antialias=True),  # shorter side -> size
+            resize,
             v2.RandomCrop(size),
             v2.RandomHorizontalFlip(),
         ])

@@ -106,7 +106,9 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
 
     content_files = list_content_images(config.content_dir)
     train_files, holdout_files = split_holdout(content_files, config.holdout_fraction, config.seed)
-    crops = ContentCrops(load_images(train_files, max_side=max(config.image_size * 2, 512)), config.image_size)
+    longest = max(config.image_size * 2, 512, 2 * config.resize_range[1] if config.resize_range else 0)
+    crops = ContentCrops(load_images(train_files, max_side=longest), config.image_size,
+                         config.resize_range)
     sample_photos = _sample_photos(holdout_files or train_files, config.image_size)
 
     net_config = TransformerConfig(n_styles=len(style_files), channels=config.channels,
@@ -217,6 +219,7 @@ def _write_bank(out_dir: Path, network: TransformerNet, names: list[str], style_
         "source_sha256": sha256_file(path),
         "training_steps": step,
         "loss_weights": config.loss_weights.to_dict(),
+        "resize_range": list(config.resize_range) if config.resize_range else None,
     }) for name, path in zip(names, style_files, strict=True)]
     provenance = {"trainer": "cinstyle train", "steps": step, "train_config": config.to_dict(),
                   "seconds_this_run": round(seconds, 1), "torch": torch.__version__,

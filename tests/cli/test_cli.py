@@ -85,11 +85,14 @@ def test_train_takes_the_architecture_and_layer_weight_options(tmp_path):
     assert result.returncode == 2 and "relu9_1" in result.stderr
 
     result = run_cli(*common, "--out", str(tmp_path / "run"), "--decoder-channels", "6", "2", "--outer-kernel", "3",
-                     "--style-layer-weight", "relu4_1=4")
+                     "--style-layer-weight", "relu4_1=4", "--resize-range", "40", "56")
     assert result.returncode == 0, result.stderr[-2000:]
     bank = load_bank(tmp_path / "run" / "bank")
     assert bank.config.decoder_channels == (6, 2) and bank.config.outer_kernel == 3
     assert bank.styles[0].metadata["loss_weights"]["style_layer_weights"] == {"relu4_1": 4.0}
+    assert bank.styles[0].metadata["resize_range"] == [40, 56]
+    result = run_cli(*common, "--out", str(tmp_path / "bad3"), "--resize-range", "24", "56")
+    assert result.returncode == 2 and "resize_range" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_stylize_with_a_style_image_runs_the_slow_path_from_either_start(tiny_bank, tmp_path):
