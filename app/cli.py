@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, contact_sheet.png")
     p.add_argument("--max-photos", type=int, default=None)
     p.add_argument("--slow-steps", type=int, default=None)
+    p.add_argument("--strength", type=float, default=None,
+                   help="score the network's output mixed with the photo, as the service's strength (default 1)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p = sub.add_parser("serve", help="run the HTTP service (settings from CINSTYLE_* environment variables)")
     p.add_argument("--host", default=None)

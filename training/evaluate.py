@@ -29,9 +29,11 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from model.bank import StyleBank, atomic_write_bytes, sha256_file
+from model.errors import CinstyleError
 from model.imageio import downscale_tensor
 from model.losses import CONTENT_LAYER, STYLE_LAYERS, content_change, gram_matrix, style_loss, target_grams
 from model.slow import SlowConfig, slow_stylize
+from model.stylize import stylize_tensor
 from model.vgg import VGG19Features
 from training.config import LossWeights
 from training.objective import weighted_loss
@@ -50,6 +52,9 @@ class EvalConfig:
     slow_time_limit_s: float = 60.0  # per style and photo
     loss_weights: LossWeights = field(default_factory=LossWeights)
     sheet_tile: int = 128  # contact sheet tile side (photos centre-cropped to squares)
+    # The network's output is mixed with the photo as the service's ``strength`` does;
+    # below 1 it trades style for content, which places banks on one trade-off curve.
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("photo_side", "style_side", "sheet_tile"):
@@ -57,6 +62,8 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 32, got {getattr(self, name)}")
         if self.slow_steps < 0 or self.slow_photos < 0:
             raise ValueError(f"slow_steps and slow_photos must be >= 0, got {self.slow_steps}, {self.slow_photos}")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if not self.slow_time_limit_s > 0:
             raise ValueError(f"slow_time_limit_s must be > 0, got {self.slow_time_limit_s}")
 
@@ -165,7 +172,7 @@ def evaluate(bank: StyleBank, style_images: Sequence[torch.Tensor], photos: Sequ
             photo_losses.append(photo_loss)
             photo_totals.append(_scores(features, features, grams, photo_loss, config.loss_weights)["total"])
             with torch.no_grad():
-                output = network(photo.to(net_device), weights).to(device).float()
+                output = stylize_tensor(network, photo.to(net_device), weights, config.strength).to(device)
             net_scores.append(_scores(_Features(loss_network, output), features, grams, photo_loss,
                                       config.loss_weights))
             if slow_config is not None and photo_index < config.slow_photos:
@@ -254,7 +261,9 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
         f"{len(report.photos)} held-out photo(s) at longer side {config.photo_side} px; style images at "
         f"{config.style_side} px. Slow path: "
         + (f"{config.slow_steps} L-BFGS steps on the first {config.slow_photos} photo(s)."
-           if config.slow_steps else "skipped."),
+           if config.slow_steps else "skipped.")
+        + (f" The network's output is mixed with the photo at strength {config.strength:g}."
+           if config.strength < 1 else ""),
         "",
         "- **style ratio**: absolute Gram style loss (relu1_1..relu5_1, equal weights) of the output / that of "
         "the unstylized photo (photo = 1; lower = closer to the painting).",
@@ -363,7 +372,12 @@ def evaluate_cli(args) -> int:
     values: dict[str, Any] = {"loss_weights": bank_loss_weights(bank)}
     if args.slow_steps is not None:
         values["slow_steps"] = args.slow_steps
-    config = EvalConfig(**values)
+    if args.strength is not None:
+        values["strength"] = args.strength
+    try:
+        config = EvalConfig(**values)
+    except ValueError as exc:
+        raise CinstyleError(f"bad evaluation options: {exc}") from exc
     photos = [image_to_tensor(load_image_file(f, max_side=config.photo_side)) for f in photo_files]
     styles = [image_to_tensor(load_image_file(f, max_side=config.style_side)) for f in style_files]
     loss_network = load_vgg19(device=device)

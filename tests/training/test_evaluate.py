@@ -69,6 +69,24 @@ def test_evaluate_function_without_the_slow_path(setup, vgg):
     json.dumps(data, allow_nan=False)
 
 
+def test_strength_moves_the_scores_toward_the_photo(setup, vgg, capsys):
+    _, bank_dir, paintings = setup
+    bank = load_bank(bank_dir)
+    styles = [image_to_tensor(load_image_file(p)) for p in paintings]
+    photos = [photo(i)[None].float() / 255 for i in range(2)]
+    config = dict(slow_steps=0, photo_side=48, style_side=64)
+    full = evaluate(bank, styles, photos, vgg, EvalConfig(**config)).averages()
+    half = evaluate(bank, styles, photos, vgg, EvalConfig(strength=0.5, **config)).averages()
+    assert half["content_change_net"] < full["content_change_net"]
+    assert abs(half["style_ratio_net"] - 1) < abs(full["style_ratio_net"] - 1)  # the photo's ratio is 1
+    with pytest.raises(ValueError, match="strength"):
+        EvalConfig(strength=0)
+    root = setup[0]
+    code = cli_main(["evaluate", "--bank", str(bank_dir), "--content", str(root / "photos"), "--styles",
+                     str(root / "paintings"), "--out", str(root / "eval"), "--strength", "1.5", "--device", "cpu"])
+    assert code == 2 and "strength must be in (0, 1]" in capsys.readouterr().err
+
+
 def test_style_files_resolve_from_files_folder_or_training_paths(setup):
     root, bank_dir, paintings = setup
     bank = load_bank(bank_dir)
