@@ -122,6 +122,9 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
     state_path = out_dir / STATE_FILE
     if resume and state_path.is_file():
         step, history = load_state(state_path, network, optimizer)
+        # The config's rates win over the saved ones: ``--resume --lr`` lowers the rate for a final phase.
+        for group, fresh in zip(optimizer.param_groups, _param_groups(network, config), strict=True):
+            group["lr"] = fresh.get("lr", config.lr)
         if dist_info.is_main:
             log.info("resumed from %s at step %d", state_path, step)
     model = DistributedDataParallel(network) if dist_info.enabled else network

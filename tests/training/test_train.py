@@ -54,6 +54,16 @@ def test_resume_continues_bit_for_bit(data, tmp_path):
     assert [e["total"] for e in straight.history] == [e["total"] for e in resumed.history]
 
 
+def test_resume_takes_a_new_learning_rate_from_the_config(data, tmp_path):
+    from safetensors import safe_open
+
+    train(tiny_config(data, tmp_path / "run", style_lr_scale=10.0), max_steps_this_run=3, show_progress=False)
+    train(tiny_config(data, tmp_path / "run", style_lr_scale=10.0, lr=1e-4), resume=True, show_progress=False)
+    with safe_open(str(tmp_path / "run" / "state.safetensors"), framework="pt") as handle:
+        groups = json.loads(handle.metadata()["param_groups"])
+    assert [g["lr"] for g in groups] == pytest.approx([1e-4, 1e-3])  # shared, then the style rows
+
+
 def test_run_folder_has_samples_loss_plot_bank_and_config(data, tmp_path):
     out = tmp_path / "run"
     result = train(tiny_config(data, out), show_progress=False)
