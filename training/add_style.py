@@ -26,7 +26,7 @@ from model.losses import CONTENT_LAYER, STYLE_LAYERS, target_grams
 from model.transformer import TransformerConfig, TransformerNet
 from model.vgg import VGG19Features
 from training.config import LossWeights
-from training.data import ContentCrops
+from training.data import ContentCrops, check_resize_range
 from training.objective import transfer_loss
 from training.train import step_generator
 
@@ -57,11 +57,7 @@ class AddStyleConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        if self.resize_range is not None:
-            object.__setattr__(self, "resize_range", tuple(self.resize_range))
-            if not (len(self.resize_range) == 2 and self.image_size <= self.resize_range[0] <= self.resize_range[1]):
-                raise ValueError(f"resize_range must be (low, high) with image_size {self.image_size} <= low <= high, "
-                                 f"got {self.resize_range}")
+        object.__setattr__(self, "resize_range", check_resize_range(self.image_size, self.resize_range))
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.loss_weights, LossWeights):

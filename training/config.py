@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from model.losses import CONTENT_LAYER, STYLE_LAYERS
+from training.data import check_resize_range
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        if self.resize_range is not None and not (
-                len(self.resize_range) == 2 and self.image_size <= self.resize_range[0] <= self.resize_range[1]):
-            raise ValueError(f"resize_range must be (low, high) with image_size {self.image_size} <= low <= high, "
-                             f"got {self.resize_range}")
+        object.__setattr__(self, "resize_range", check_resize_range(self.image_size, self.resize_range))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.style_lr_scale > 0:

@@ -72,6 +72,17 @@ def load_images(files: list[Path], max_side: int | None = None) -> list[torch.Te
     return images
 
 
+def check_resize_range(image_size: int, resize_range) -> tuple[int, int] | None:
+    """``resize_range`` as a (low, high) tuple, checked against the crop side; None stays None."""
+    if resize_range is None:
+        return None
+    resize_range = tuple(resize_range)
+    if not (len(resize_range) == 2 and image_size <= resize_range[0] <= resize_range[1]):
+        raise ValueError(f"resize_range must be (low, high) with image_size {image_size} <= low <= high, "
+                         f"got {resize_range}")
+    return resize_range
+
+
 class ContentCrops:
     """Random square crops from an in-memory list of photos.
 
@@ -89,9 +100,7 @@ class ContentCrops:
         if resize_range is None:
             resize = v2.Resize(size, antialias=True)  # shorter side -> size
         else:
-            low, high = resize_range
-            if not size <= low <= high:
-                raise ValueError(f"resize range must satisfy crop size {size} <= low <= high, got {resize_range}")
+            low, high = check_resize_range(size, resize_range)
             resize = v2.RandomResize(low, high + 1, antialias=True)  # shorter side, upper end exclusive
         self.transform = v2.Compose([
             resize,
