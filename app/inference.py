@@ -143,10 +143,9 @@ def load_content_images(content_dir, image_size: int) -> list[torch.Tensor]:
         except ImportError as exc:  # the built-in photos come from scikit-image
             raise CinstyleError("learning a style needs content photos: set CINSTYLE_CONTENT_DIR to a folder of "
                                 f"photos, or install scikit-image for the built-in set ({exc})") from exc
-    from training.data import list_content_images, load_images
+    from training.data import list_content_images, load_images, photo_load_side
 
-    # 512 px keeps enough pixels for a bank trained at a larger photo scale (resize_range)
-    return load_images(list_content_images(content_dir), max_side=max(2 * image_size, 512))
+    return load_images(list_content_images(content_dir), max_side=photo_load_side(image_size))
 
 
 def shrink(image: Image.Image, max_side: int) -> Image.Image:

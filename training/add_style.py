@@ -172,10 +172,11 @@ def bank_resize_range(bank: StyleBank, image_size: int) -> tuple[int, int] | Non
     trained styles; an older bank without the record gets whole-scene crops."""
     for info in bank.styles:
         recorded = info.metadata.get("resize_range")
-        if (isinstance(recorded, (list, tuple)) and len(recorded) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in recorded)
-                and image_size <= recorded[0] <= recorded[1]):
-            return (recorded[0], recorded[1])
+        if recorded is not None:
+            try:
+                return check_resize_range(image_size, recorded)
+            except (TypeError, ValueError):
+                return None
     return None
 
 
@@ -210,7 +211,7 @@ def add_style_cli(args) -> int:
     from model.errors import CinstyleError
     from model.imageio import image_to_tensor, load_image_file
     from model.vgg import load_vgg19
-    from training.data import list_content_images, load_images
+    from training.data import list_content_images, load_images, photo_load_side
     from training.distributed import resolve_device
 
     name = validate_style_name(args.name)
@@ -230,7 +231,7 @@ def add_style_cli(args) -> int:
         raise CinstyleError(f"bad add-style options: {exc}") from exc
     if args.content is not None:
         content = load_images(list_content_images(args.content),
-                              max_side=max(config.image_size * 2, 512, 2 * (config.resize_range or (0, 0))[1]))
+                              max_side=photo_load_side(config.image_size, config.resize_range))
         content_source = str(args.content)
     else:
         content = default_content_images()

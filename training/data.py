@@ -83,6 +83,11 @@ def check_resize_range(image_size: int, resize_range) -> tuple[int, int] | None:
     return resize_range
 
 
+def photo_load_side(image_size: int, resize_range: tuple[int, int] | None = None) -> int:
+    """Longer side to decode training photos at: enough pixels for every crop scale, no more."""
+    return max(2 * image_size, 512, 2 * resize_range[1] if resize_range else 0)
+
+
 class ContentCrops:
     """Random square crops from an in-memory list of photos.
 

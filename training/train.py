@@ -31,6 +31,7 @@ from training.data import (
     list_content_images,
     list_style_images,
     load_images,
+    photo_load_side,
     split_holdout,
     style_name_from_path,
 )
@@ -106,9 +107,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
 
     content_files = list_content_images(config.content_dir)
     train_files, holdout_files = split_holdout(content_files, config.holdout_fraction, config.seed)
-    longest = max(config.image_size * 2, 512, 2 * config.resize_range[1] if config.resize_range else 0)
-    crops = ContentCrops(load_images(train_files, max_side=longest), config.image_size,
-                         config.resize_range)
+    crops = ContentCrops(load_images(train_files, max_side=photo_load_side(config.image_size, config.resize_range)),
+                         config.image_size, config.resize_range)
     sample_photos = _sample_photos(holdout_files or train_files, config.image_size)
 
     net_config = TransformerConfig(n_styles=len(style_files), channels=config.channels,
