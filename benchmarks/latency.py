@@ -168,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['end_to_end']['median_ms']:>9.1f} {r['end_to_end']['p90_ms']:>8.1f} {r['peak_rss_mb']:>8.0f} "
               f"{'' if ratio is None else f'{ratio:.2f}':>10}")
     RESULTS.mkdir(exist_ok=True)
+    import torch
+
     meta = {"threads": args.threads, "repeats": args.repeats, "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0], "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     (RESULTS / "latency.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
 
