@@ -83,7 +83,11 @@ class Service:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("could not load the style bank: %s", self.load_error)
             return
-        self._install(bank, merge=False)
+        try:
+            self._install(bank, merge=False)
+        except Exception as exc:  # noqa: BLE001 - e.g. the onnx export; /readyz says so instead of "loading"
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("could not prepare the style bank for serving")
 
     def _install(self, bank: StyleBank, merge: bool) -> None:
         if self.settings.fp16 and self.device == "cuda":

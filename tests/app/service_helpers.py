@@ -41,8 +41,11 @@ def free_port() -> int:
 class Server:
     """``python -m app.cli serve`` as a subprocess; settings through CINSTYLE_* variables."""
 
-    def __init__(self, checkpoint: Path, data_dir: Path, log_path: Path, **settings: object) -> None:
+    def __init__(self, checkpoint: Path, data_dir: Path, log_path: Path, python_path_first: Path | None = None,
+                 **settings: object) -> None:
+        """``python_path_first``: a folder put before the repository on PYTHONPATH (to hide a package)."""
         self.checkpoint, self.data_dir, self.log_path = checkpoint, data_dir, log_path
+        self.python_path = os.pathsep.join(str(p) for p in (python_path_first, REPO) if p is not None)
         self.settings = settings
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -55,7 +58,7 @@ class Server:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CINSTYLE_")}
         env.update({"CINSTYLE_CHECKPOINT": str(self.checkpoint), "CINSTYLE_DATA_DIR": str(self.data_dir),
-                    "CINSTYLE_DEVICE": "cpu", "CINSTYLE_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)})
+                    "CINSTYLE_DEVICE": "cpu", "CINSTYLE_TORCH_THREADS": "1", "PYTHONPATH": self.python_path})
         env.update({f"CINSTYLE_{key.upper()}": str(value) for key, value in self.settings.items()})
         return env
 
