@@ -4,7 +4,8 @@ Starts ``cinstyle serve`` as a subprocess on 127.0.0.1, sends ``--requests``
 stylize requests (PNG, ``--size`` px square) with 1, 4 and 16 concurrent
 clients (each level bounded by ``--time-limit`` seconds), and reports
 throughput and p50/p95/p99 latency. Beside it, the same network timed
-in-process with `model.stylize.stylize_tensor` (no HTTP, no decode/encode).
+in-process with `model.stylize.stylize_tensor` on the backend the server uses
+(no HTTP, no decode/encode).
 Prints a table and writes ``benchmarks/results/load.json``.
 
     python benchmarks/load.py                      # the bundled bank, 512 px
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from app.settings import Settings  # noqa: E402
 from model.bank import DEFAULT_BANK_DIR, StyleInfo, load_bank, save_bank  # noqa: E402
 from model.stylize import stylize_tensor  # noqa: E402
 from model.transformer import TransformerConfig, TransformerNet  # noqa: E402
@@ -79,20 +81,26 @@ def resolve_bank(checkpoint: Path | None, workdir: Path) -> tuple[Path, str]:
     return path, "random weights, default architecture (no bundled bank yet)"
 
 
-def bare_model(bank_dir: Path, image: Image.Image, iterations: int, time_limit_s: float, device: str) -> dict:
-    """The network alone, in-process: one image at a time, as the service runs it."""
+def bare_model(bank_dir: Path, image: Image.Image, iterations: int, time_limit_s: float, device: str,
+               backend: str) -> dict:
+    """The network alone, in-process, on the server's backend: one image at a time, as the service runs it."""
     from model.imageio import image_to_tensor
 
     bank = load_bank(bank_dir, device=device)
+    network = bank.network
+    if backend == "onnx":
+        from model.onnx_backend import OnnxNetwork
+
+        network = OnnxNetwork(bank.network, threads=torch.get_num_threads())
     tensor = image_to_tensor(image).to(device)
     weights = torch.zeros(1, bank.config.n_styles, device=device)
     weights[0, 0] = 1.0
-    stylize_tensor(bank.network, tensor, weights)  # warm-up
+    stylize_tensor(network, tensor, weights)  # warm-up
     latencies: list[float] = []
     started = time.perf_counter()
     while len(latencies) < iterations and time.perf_counter() - started < time_limit_s:
         t0 = time.perf_counter()
-        stylize_tensor(bank.network, tensor, weights)
+        stylize_tensor(network, tensor, weights)
         if device == "cuda":
             torch.cuda.synchronize()
         latencies.append(time.perf_counter() - t0)
@@ -108,7 +116,8 @@ def free_port() -> int:
 def start_server(bank_dir: Path, workdir: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     env = {**os.environ, "CINSTYLE_CHECKPOINT": str(bank_dir), "CINSTYLE_DATA_DIR": str(workdir / "data"),
-           "CINSTYLE_DEVICE": args.device, "CINSTYLE_MAX_OUTPUT_SIDE": str(max(args.size, 16)),
+           "CINSTYLE_DEVICE": args.device, "CINSTYLE_BACKEND": args.backend,
+           "CINSTYLE_MAX_OUTPUT_SIDE": str(max(args.size, 16)),
            "CINSTYLE_MAX_WAITING": str(max(args.concurrency) * 2), "PYTHONPATH": str(REPO)}
     if args.server_concurrency:
         env["CINSTYLE_CONCURRENCY"] = str(args.server_concurrency)
@@ -175,7 +184,7 @@ def run_level(url: str, style: str, payload: bytes, clients: int, requests: int,
 
 
 def print_table(report: dict) -> None:
-    rows = [("bare model (in-process)", report["bare_model"])]
+    rows = [(f"bare {report['bare_backend']} (in-process)", report["bare_model"])]
     rows += [(f"HTTP, {level['clients']} client(s)", level) for level in report["http"]]
     header = f"{'':28} {'n':>5} {'img/s':>8} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'errors':>8}"
     print(f"\n{report['size']}x{report['size']} px, {report['device']}, bank: {report['bank']}")
@@ -199,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per level (and for the bare model)")
     parser.add_argument("--bare-iterations", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                        help="CINSTYLE_BACKEND for the server; the bare model runs the same one")
     parser.add_argument("--server-concurrency", type=int, default=None, help="CINSTYLE_CONCURRENCY for the server")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -214,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         style = load_bank(bank_dir).style_names[0]
 
         print(f"bare model: up to {args.bare_iterations} images, {args.time_limit:g} s ...", flush=True)
-        bare = bare_model(bank_dir, image, args.bare_iterations, args.time_limit, device)
+        backend = Settings(backend=args.backend).resolved_backend(device)
+        bare = bare_model(bank_dir, image, args.bare_iterations, args.time_limit, device, backend)
         process, url, _ = start_server(bank_dir, workdir, args)
         try:
             ready = httpx.get(f"{url}/readyz").json()
@@ -233,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "load", "size": args.size, "device": device, "bank": bank_label, "style": style,
-        "payload_bytes": len(payload), "server": {"concurrency": ready.get("concurrency"), "device": ready["device"]},
+        "payload_bytes": len(payload), "server": {"concurrency": ready.get("concurrency"), "device": ready["device"],
+                                              "backend": ready.get("backend")},
+        "bare_backend": backend,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
