@@ -34,9 +34,10 @@ def _images(batch: int, size: int, seed: int) -> torch.Tensor:
     return (smooth + 0.03 * torch.randn(batch, 3, size, size, generator=generator)).clamp(0, 1)
 
 
-def measure(vgg, size: int, batch_size: int, warmup: int, steps: int, n_styles: int, device: torch.device,
-            channels: tuple[int, int, int] = (16, 32, 32), n_residual: int = 5, kernel: int = 7,
-            decoder_channels: tuple[int, int] | None = (16, 8)) -> dict:
+def measure(vgg, size: int, batch_size: int, warmup: int, steps: int, n_styles: int, device: torch.device, *,
+            channels: tuple[int, int, int], n_residual: int, kernel: int,
+            decoder_channels: tuple[int, int] | None) -> dict:
+    """Seconds per training step of one architecture (the CLI's options hold the defaults)."""
     from model.losses import STYLE_LAYERS, target_grams
     from model.transformer import TransformerConfig, TransformerNet
     from training.config import LossWeights
