@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from app.styles import BankView
+from app.live_bank import BankSnapshot
 from model.bank import StyleBank
 from model.errors import CinstyleError
 from model.imageio import (
@@ -26,8 +26,9 @@ from model.imageio import (
     media_type,
     tensor_to_image,
 )
+from model.runner import Runner
 from model.style_spec import StyleMix
-from model.stylize import preserve_colors, stylize_tensor
+from model.stylize import mix_with_original, stylize_tensor
 
 Progress = Callable[[float], None]
 
@@ -57,18 +58,18 @@ def encode_result(result: torch.Tensor, decoded: DecodedImage, fmt: str, inferen
                     inference_ms)
 
 
-def stylize_upload(view: BankView, data: bytes, mix: StyleMix, *, strength: float, preserve_color: bool,
+def stylize_upload(view: BankSnapshot, data: bytes, mix: StyleMix, *, strength: float, preserve_color: bool,
                    fmt: str, max_side: int, max_pixels: int) -> Rendered:
     """The fast path: one forward pass of the CIN network with the mix's weight vector."""
     decoded = decode_upload(data, max_pixels, max_side)
     return stylize_decoded(view, decoded, mix, strength=strength, preserve_color=preserve_color, fmt=fmt)
 
 
-def stylize_decoded(view: BankView, decoded: DecodedImage, mix: StyleMix, *, strength: float = 1.0,
+def stylize_decoded(view: BankSnapshot, decoded: DecodedImage, mix: StyleMix, *, strength: float = 1.0,
                     preserve_color: bool = False, fmt: str = "png") -> Rendered:
     content = image_to_tensor(decoded.rgb)
     started = time.perf_counter()
-    result = stylize_tensor(view.network, content, mix.vector(list(view.names), view.device), strength,
+    result = stylize_tensor(view.runner, content, mix.vector(list(view.names), view.device), strength,
                             preserve_color)
     _synchronize(view.device)
     return encode_result(result, decoded, fmt, (time.perf_counter() - started) * 1000.0)
@@ -77,11 +78,11 @@ def stylize_decoded(view: BankView, decoded: DecodedImage, mix: StyleMix, *, str
 def slow_stylize_decoded(content: DecodedImage, style: Image.Image, loss_network: Any, *, steps: int,
                          time_limit_s: float, strength: float, preserve_color: bool, fmt: str,
                          progress: Progress | None = None, cancel: threading.Event | None = None,
-                         start_from: BankView | None = None) -> tuple[Rendered, str | None]:
+                         start_from: tuple[Runner, tuple[str, ...]] | None = None) -> tuple[Rendered, str | None]:
     """The slow path: Gram-matrix optimisation of the upload's pixels against ``style``.
 
-    With ``start_from`` the pixels start from that bank's nearest blend (returned as a
-    style spec) instead of the photo."""
+    With ``start_from`` (a runner and its style names) the pixels start from that bank's
+    nearest blend (returned as a style spec) instead of the photo."""
     from model.nearest import nearest_blend
     from model.slow import SlowConfig, slow_stylize
 
@@ -91,15 +92,13 @@ def slow_stylize_decoded(content: DecodedImage, style: Image.Image, loss_network
     started = time.perf_counter()
     init, blend = None, None
     if start_from is not None:
-        nearest = nearest_blend(start_from.network, content_tensor, style_tensor, loss_network)
-        init, blend = nearest.image, nearest.spec(start_from.names)
+        runner, names = start_from
+        nearest = nearest_blend(runner, content_tensor, style_tensor, loss_network)
+        init, blend = nearest.image, nearest.spec(names)
     config = SlowConfig(steps=steps, time_limit_s=time_limit_s)
     result = slow_stylize(content_tensor, style_tensor, loss_network, config, progress=progress, cancel=cancel,
                           init=init)
-    if preserve_color:
-        result = preserve_colors(result, content_tensor)
-    if strength < 1.0:
-        result = torch.lerp(content_tensor, result, strength)
+    result = mix_with_original(result, content_tensor, strength, preserve_color)
     _synchronize(device)
     return encode_result(result, content, fmt, (time.perf_counter() - started) * 1000.0), blend
 

@@ -60,6 +60,32 @@ class JobContext:
 
 
 Work = Callable[[JobContext], JobOutcome]
+Reconcile = Callable[["Job"], JobOutcome | None]
+
+
+class Reservation:
+    """One slot of the job queue, held from before an upload is read until its job is submitted.
+
+    Taking it first means a full queue answers 429 before any image is read or
+    decoded; leaving the ``with`` block without submitting gives the slot back."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release = release
+        self.used = False
+
+    def consume(self) -> None:
+        if self.used:
+            raise RuntimeError("this queue slot was already used")
+        self.used = True
+        self._release()
+
+    def __enter__(self) -> "Reservation":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.used:
+            self.used = True
+            self._release()
 
 
 @dataclass
@@ -115,6 +141,11 @@ class Job:
         return job
 
 
+def internal_error(job_id: str) -> str:
+    """What a client reads for an unexpected failure: no exception text, no paths (the log has them)."""
+    return f"internal error: the job failed unexpectedly; the server log has the details (job {job_id})"
+
+
 def check_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise NotFoundError(f"job {job_id!r} not found: job ids are 32 lowercase hex characters")
@@ -122,8 +153,13 @@ def check_job_id(job_id: str) -> str:
 
 
 class JobManager:
-    def __init__(self, jobs_dir: Path, queue_size: int, workers: int, ttl_s: float, metrics: Metrics) -> None:
+    def __init__(self, jobs_dir: Path, queue_size: int, workers: int, ttl_s: float, metrics: Metrics,
+                 reconcile: Reconcile | None = None) -> None:
+        """``reconcile(job)``: for a job a kill interrupted, the outcome it reached anyway (e.g. a learned
+        style that was committed before its record said so), or None (it is reported interrupted)."""
         self.jobs_dir = jobs_dir
+        self.reconcile = reconcile
+        self._reserved = 0
         self.queue_size = queue_size
         self.n_workers = workers
         self.ttl_s = ttl_s
@@ -177,7 +213,13 @@ class JobManager:
                 path.unlink(missing_ok=True)
                 continue
             if job.status in (QUEUED, RUNNING):
-                job.status, job.error, job.finished_at = FAILED, INTERRUPTED, time.time()
+                outcome = self._reconciled(job)
+                if outcome is not None:
+                    job.summary, job.status, job.error = outcome.summary, DONE, None
+                    job.advance(1.0)
+                else:
+                    job.status, job.error = FAILED, INTERRUPTED
+                job.finished_at = time.time()
                 job.done.set()
                 self._persist(job)
             elif job.status == DONE and job.result_file and not (self.jobs_dir / job.result_file).is_file():
@@ -191,16 +233,38 @@ class JobManager:
                 path.unlink(missing_ok=True)
         self._update_gauges()
 
+    def _reconciled(self, job: Job) -> JobOutcome | None:
+        if self.reconcile is None:
+            return None
+        try:
+            return self.reconcile(job)
+        except Exception:  # noqa: BLE001 - recovery goes on; the job reads interrupted
+            log.exception("could not reconcile job %s", job.id)
+            return None
+
     # -- the API -----------------------------------------------------------------------------------------------------
 
-    def submit(self, kind: str, work: Work, params: dict[str, Any] | None = None,
-               on_finish: Callable[[Job], None] | None = None) -> Job:
+    def reserve(self) -> Reservation:
+        """Take a queue slot now (`QueueFullError` -> 429 if none), before the upload is read."""
         with self._lock:
             queued = sum(1 for job in self._jobs.values() if job.status == QUEUED)
-            if queued >= self.queue_size:
+            if queued + self._reserved >= self.queue_size:
                 running = sum(1 for job in self._jobs.values() if job.status == RUNNING)
-                raise QueueFullError(f"the job queue is full ({queued} queued, {running} running, limit "
-                                     f"{self.queue_size} queued); retry later")
+                raise QueueFullError(f"the job queue is full ({queued} queued, {self._reserved} being uploaded, "
+                                     f"{running} running, limit {self.queue_size} queued); retry later")
+            self._reserved += 1
+        return Reservation(self._unreserve)
+
+    def _unreserve(self) -> None:
+        with self._lock:
+            self._reserved -= 1
+
+    def submit(self, kind: str, work: Work, params: dict[str, Any] | None = None,
+               on_finish: Callable[[Job], None] | None = None, reservation: Reservation | None = None) -> Job:
+        """Queue ``work``, in the slot ``reservation`` holds (or a fresh one: 429 if the queue is full)."""
+        with self._lock:
+            slot = reservation if reservation is not None else self.reserve()
+            slot.consume()
             job = Job(id=uuid.uuid4().hex, kind=kind, params=params or {}, work=work, on_finish=on_finish)
             self._jobs[job.id] = job
             self._persist(job)
@@ -287,9 +351,9 @@ class JobManager:
             status, error = (CANCELLED, None) if job.cancel_requested else (FAILED, INTERRUPTED)
         except CinstyleError as exc:
             status, error = FAILED, str(exc)
-        except Exception as exc:  # noqa: BLE001 - a job must never take its worker down
+        except Exception:  # noqa: BLE001 - a job must never take its worker down
             log.exception("job %s (%s) crashed", job.id, job.kind)
-            status, error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+            status, error = FAILED, internal_error(job.id)
         with self._lock:
             self._finish(job, status, error)
 

@@ -60,3 +60,8 @@ class PreviewCache:
     def invalidate(self, name: str) -> None:
         with self._lock:
             self._png.pop(name, None)
+
+    def invalidate_all(self, names: set[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._png.pop(name, None)

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.bank import DEFAULT_BANK_DIR
@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     queue_size: int = Field(8, ge=1, description="queued jobs beyond this get 429")
     job_workers: int = Field(1, ge=1, description="threads running jobs, apart from the fast path")
     result_ttl_s: float = Field(3600.0, gt=0, description="job records and results are deleted this long after")
-    max_wait_s: float = Field(60.0, ge=0, description="the longest ?wait= a request may block")
+    max_wait_s: float | None = Field(None, ge=0, description="the longest ?wait= a request may block (default: the "
+                                                            "slow path's time limit + 60 s, so a wait can see it end)")
     slow_max_side: int = Field(512, ge=16, description="the slow path works at most at this size")
     slow_steps: int = Field(200, ge=1)
     slow_time_limit_s: float = Field(120.0, gt=0)
@@ -54,10 +55,26 @@ class Settings(BaseSettings):
     learn_image_size: int = Field(128, ge=32)
     style_image_side: int = Field(512, ge=16, description="style images are downscaled to this for Gram targets")
 
+    codec_workers: int | None = Field(None, ge=1, description="uploads for jobs decoded at once (default: cores)")
+
     @field_validator("api_key")
     @classmethod
-    def _empty_key_is_none(cls, value: str | None) -> str | None:
-        return value or None
+    def _no_empty_key(cls, value: str | None) -> str | None:
+        # An empty key must not silently turn authentication off (e.g. CINSTYLE_API_KEY=$UNSET_VAR).
+        if value is not None and not value.strip():
+            raise ValueError("CINSTYLE_API_KEY is set but empty; set a key, or unset the variable to run "
+                             "without authentication")
+        return value
+
+    @model_validator(mode="after")
+    def _wait_fits_the_slow_path(self) -> "Settings":
+        # By default a ?wait= may last long enough for a slow-path job that starts at once to finish.
+        if self.max_wait_s is None:
+            self.max_wait_s = self.slow_time_limit_s + 60.0
+        return self
+
+    def resolved_codec_workers(self) -> int:
+        return self.codec_workers or max(1, os.cpu_count() or 1)
 
     def resolved_device(self) -> str:
         import torch

@@ -5,6 +5,7 @@ evaluation and the benchmarks all import these.
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -66,6 +67,34 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
     dw = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
     return dh + dw
+
+
+@dataclass(frozen=True)
+class WeightedTerms:
+    """The weighted terms of the style-transfer objective (tensors; ``total`` is their sum)."""
+
+    total: torch.Tensor
+    style: torch.Tensor
+    content: torch.Tensor
+    tv: torch.Tensor
+
+
+def transfer_objective(image: torch.Tensor, output_grams: Mapping[str, torch.Tensor],
+                       target_grams: Mapping[str, torch.Tensor], output_content: torch.Tensor,
+                       content_target: torch.Tensor, *, style_weight: float, content_weight: float,
+                       tv_weight: float, layer_weights: Mapping[str, float] | None = None) -> WeightedTerms:
+    """The objective training, add-style, evaluation and the slow path all minimise, from precomputed features.
+
+    Style: relative Gram error summed over the layers of ``output_grams`` (each times its
+    ``layer_weights`` entry, default 1); content: relative feature change; plus total
+    variation of the ``image`` pixels.
+    """
+    weights = {layer: 1.0 if layer_weights is None else layer_weights.get(layer, 1.0) for layer in output_grams}
+    style = style_weight * style_loss(output_grams, {l: target_grams[l] for l in output_grams},
+                                      layer_weights=weights, relative=True)
+    content = content_weight * content_change(output_content, content_target)
+    tv = tv_weight * total_variation(image)
+    return WeightedTerms(total=style + content + tv, style=style, content=content, tv=tv)
 
 
 @torch.no_grad()

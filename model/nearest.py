@@ -13,6 +13,7 @@ import torch
 
 from model.imageio import downscale_tensor
 from model.losses import STYLE_LAYERS, gram_matrix, style_loss, target_grams
+from model.runner import as_runner
 from model.stylize import stylize_tensor
 from model.vgg import VGG19Features
 
@@ -40,9 +41,10 @@ def nearest_blend(network, content: torch.Tensor, style: torch.Tensor, loss_netw
                   style_layers: tuple[str, ...] = STYLE_LAYERS) -> NearestBlend:
     """The single style or two-style blend of ``network`` whose output on ``content`` is closest to ``style``.
 
-    ``network`` is a `TransformerNet` or anything `stylize_tensor` accepts (the onnx backend).
+    ``network`` is a `TransformerNet` or any `model.runner.Runner` (the onnx backend).
     """
-    n_styles = network.config.n_styles
+    network = as_runner(network)
+    n_styles = network.n_styles
     device = next(loss_network.parameters()).device
     small = _shrink(content, SCORING_SIDE)
     # Shrink the painting by the photo's factor, as the slow path's coarse stages do,

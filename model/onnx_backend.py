@@ -28,7 +28,7 @@ def onnx_backend_available() -> bool:
 
 
 class OnnxNetwork:
-    """Callable like a `TransformerNet` (image (B,3,H,W) in [0,1], style weights (B,n_styles)), CPU fp32."""
+    """A `model.runner.Runner`: image (B,3,H,W) in [0,1], style weights (B,n_styles) -> image; CPU fp32."""
 
     device = torch.device("cpu")
     dtype = torch.float32
@@ -41,6 +41,7 @@ class OnnxNetwork:
             raise InvalidParameterError("the onnx backend needs onnx and onnxruntime: "
                                         "pip install onnx onnxruntime") from exc
         self.config: TransformerConfig = network.config
+        self.n_styles = network.config.n_styles
         buffer = io.BytesIO()
         export_onnx(_cpu_fp32_copy(network), buffer)
         options = ort.SessionOptions()

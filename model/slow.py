@@ -23,15 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from model.errors import CancelledError, InvalidParameterError
-from model.losses import (
-    CONTENT_LAYER,
-    STYLE_LAYERS,
-    content_change,
-    gram_matrix,
-    style_loss,
-    target_grams,
-    total_variation,
-)
+from model.losses import CONTENT_LAYER, STYLE_LAYERS, gram_matrix, target_grams, transfer_objective
 from model.vgg import LAYER_ORDER, VGG19Features
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -146,11 +138,10 @@ class _Objective:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         config = self.config
         features = self.network(image, self.layers)
-        style = style_loss({l: gram_matrix(features[l]) for l in config.style_layers}, self.grams,
-                           layer_weights={l: config.style_layer_weights.get(l, 1.0) for l in config.style_layers},
-                           relative=True)
-        content = content_change(features[config.content_layer], self.content_features)
-        return config.style_weight * style + config.content_weight * content + config.tv_weight * total_variation(image)
+        return transfer_objective(image, {l: gram_matrix(features[l]) for l in config.style_layers}, self.grams,
+                                  features[config.content_layer], self.content_features,
+                                  style_weight=config.style_weight, content_weight=config.content_weight,
+                                  tv_weight=config.tv_weight, layer_weights=config.style_layer_weights).total
 
 
 class _Budget:

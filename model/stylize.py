@@ -3,6 +3,7 @@
 import torch
 
 from model.errors import InvalidParameterError
+from model.runner import Runner, as_runner
 from model.transformer import TransformerNet
 
 # ITU-R BT.601 luma, as in Gatys et al. 2016 "Preserving color in neural artistic style transfer"
@@ -31,28 +32,31 @@ def check_strength(strength: float) -> float:
     return float(strength)
 
 
-def placement(network) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype a network's inputs must have (a `TransformerNet` or an `OnnxNetwork`)."""
-    if isinstance(network, torch.nn.Module):
-        param = next(network.parameters())
-        return param.device, param.dtype
-    return network.device, network.dtype
+def mix_with_original(stylized: torch.Tensor, original: torch.Tensor, strength: float = 1.0,
+                      preserve_color: bool = False) -> torch.Tensor:
+    """The one place the service's ``strength`` and ``preserve_color`` are applied (fast and slow path, CLI).
+
+    ``preserve_color`` keeps the original's chrominance (luminance from the stylized
+    image); ``strength`` then mixes linearly with the original (1 = fully stylized)."""
+    strength = check_strength(strength)
+    original = original.to(stylized)
+    if preserve_color:
+        stylized = preserve_colors(stylized, original)
+    if strength < 1.0:
+        stylized = torch.lerp(original, stylized, strength)
+    return stylized
 
 
 @torch.inference_mode()
-def stylize_tensor(network: TransformerNet, image: torch.Tensor, style_weights: torch.Tensor,
+def stylize_tensor(network: "TransformerNet | Runner", image: torch.Tensor, style_weights: torch.Tensor,
                    strength: float = 1.0, preserve_color: bool = False) -> torch.Tensor:
-    """(1, 3, H, W) in [0, 1] -> stylized (1, 3, H, W) in [0, 1].
+    """(1, 3, H, W) in [0, 1] -> stylized (1, 3, H, W) in [0, 1], with any runner (or a bare network).
 
     ``strength`` mixes the result with the original (1 = fully stylized);
     ``preserve_color`` keeps the original colours and transfers only luminance.
     """
     strength = check_strength(strength)
-    device, dtype = placement(network)
-    source = image.to(device=device, dtype=dtype)
-    output = network(source, style_weights.to(device=device, dtype=dtype))
-    if preserve_color:
-        output = preserve_colors(output, source)
-    if strength < 1.0:
-        output = strength * output + (1.0 - strength) * source
-    return output.float().clamp(0, 1)
+    runner = as_runner(network)
+    source = image.to(device=runner.device, dtype=runner.dtype)
+    output = runner(source, style_weights.to(device=runner.device, dtype=runner.dtype))
+    return mix_with_original(output, source, strength, preserve_color).float().clamp(0, 1)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import torch
 
-from model.losses import CONTENT_LAYER, STYLE_LAYERS, content_change, gram_matrix, style_loss, total_variation
+from model.losses import CONTENT_LAYER, STYLE_LAYERS, gram_matrix, transfer_objective
 from model.vgg import VGG19Features
 from training.config import LossWeights
 
@@ -16,19 +16,12 @@ from training.config import LossWeights
 def weighted_loss(output: torch.Tensor, output_grams: Mapping[str, torch.Tensor],
                   target_grams: Mapping[str, torch.Tensor], output_content: torch.Tensor,
                   content_target: torch.Tensor, weights: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
-    """The objective from precomputed features -> (total, {"total", "style", "content", "tv"} weighted terms).
-
-    Style: relative Gram error summed over the layers of ``output_grams``; content:
-    relative feature change; plus total variation of the ``output`` pixels.
-    """
-    loss_style = style_loss(output_grams, {l: target_grams[l] for l in output_grams},
-                            layer_weights={l: weights.layer_weight(l) for l in output_grams}, relative=True)
-    loss_content = content_change(output_content, content_target)
-    loss_tv = total_variation(output)
-    loss = weights.style * loss_style + weights.content * loss_content + weights.tv * loss_tv
-    terms = {"total": loss.item(), "style": weights.style * loss_style.item(),
-             "content": weights.content * loss_content.item(), "tv": weights.tv * loss_tv.item()}
-    return loss, terms
+    """`model.losses.transfer_objective` with training's `LossWeights` -> (total, weighted terms as floats)."""
+    terms = transfer_objective(output, output_grams, target_grams, output_content, content_target,
+                               style_weight=weights.style, content_weight=weights.content, tv_weight=weights.tv,
+                               layer_weights=weights.style_layer_weights)
+    return terms.total, {"total": terms.total.item(), "style": terms.style.item(),
+                         "content": terms.content.item(), "tv": terms.tv.item()}
 
 
 def transfer_loss(loss_network: VGG19Features, output: torch.Tensor, content: torch.Tensor,

@@ -6,10 +6,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from app.errors import AuthenticationError
+from app.live_bank import LiveBank
 from app.metrics import Metrics
 from app.service import Service
 from app.settings import Settings
-from app.styles import StyleRegistry
 
 
 def get_service(request: Request) -> Service:
@@ -24,7 +24,7 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_registry(service: Annotated[Service, Depends(get_service)]) -> StyleRegistry:
+def get_registry(service: Annotated[Service, Depends(get_service)]) -> LiveBank:
     """The loaded bank, or 503 while it loads (or if it could not be loaded)."""
     return service.require_registry()
 
@@ -51,5 +51,5 @@ def require_api_key(
 ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-RegistryDep = Annotated[StyleRegistry, Depends(get_registry)]
+RegistryDep = Annotated[LiveBank, Depends(get_registry)]
 ApiKey = Depends(require_api_key)

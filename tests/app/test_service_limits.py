@@ -44,7 +44,9 @@ def test_bad_checkpoint_is_not_ready_but_alive(tmp_path):
             ready = server.client.get("/readyz")
         assert ready.status_code == 503
         error = error_of(ready)
-        assert error["code"] == "not_ready" and "failed" in error["message"] and "manifest" in error["message"]
+        assert error["code"] == "not_ready" and "failed" in error["message"] and "bank" in error["message"]
+        assert str(tmp_path) not in ready.text  # no server path reaches a client ...
+        assert "manifest" in server.log() and str(bank) in server.log()  # ... the operator's log has it
         assert ready.headers["retry-after"]
         styles = server.client.get("/v1/styles")
         assert styles.status_code == 503 and error_of(styles)["code"] == "not_ready"
