@@ -3,7 +3,10 @@
 Any format Pillow decodes; EXIF orientation applied; L/P/CMYK/I;16/... converted
 to RGB; an alpha channel is kept aside to re-attach to the result; images over
 a pixel budget are refused before their pixels are decoded (decompression
-bombs); larger-than-wanted images are downscaled.
+bombs); larger-than-wanted images are downscaled. The final size is known from
+the header, so an image whose shorter side would end up under `MIN_SIDE`
+(a thin strip fitted to ``max_side``) is refused before decoding too, and a
+large JPEG is decoded at a reduced DCT scale when the result is much smaller.
 """
 
 import io
@@ -18,10 +21,14 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from model.errors import ImageTooLargeError, InvalidImageError, UnsupportedMediaTypeError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # refuse before decoding above this
-MIN_SIDE = 16
+MIN_SIDE = 16  # each side, after fitting max_side: the network's reflection padding needs a few pixels
 # We check the pixel count ourselves (with the caller's limit and a message that
 # names the size) right after reading the header, so Pillow's global guard is off.
-Image.MAX_IMAGE_PIXELS = None  # the network's reflection padding needs a few pixels
+Image.MAX_IMAGE_PIXELS = None
+# A JPEG is decoded at 1/2, 1/4 or 1/8 scale (Image.draft) only while that leaves at
+# least this many times the target size, so the final LANCZOS step still has pixels
+# to average (the reducing gap Image.thumbnail uses by default).
+DRAFT_REDUCING_GAP = 2
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 FORMAT_ALIASES = {"jpg": "jpeg"}
 
@@ -54,15 +61,68 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
+def fitted_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``size`` shrunk so its longer side is ``max_side`` (never enlarged), as `downscale` does it."""
+    width, height = size
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def check_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """The size an image of ``size`` gets at ``max_side``; `InvalidImageError` if a side would be under MIN_SIDE.
+
+    Only min and max of the size matter, so the answer is the same (transposed)
+    whichever way EXIF orientation turns the image."""
+    width, height = size
+    fitted = fitted_size(size, max_side)
+    if min(size) < MIN_SIDE:
+        raise InvalidImageError(f"the image is {width}x{height}; each side must be at least {MIN_SIDE} px")
+    if min(fitted) < MIN_SIDE:
+        assert max_side is not None
+        example = f"{MIN_SIDE}x{max_side}" if width < height else f"{max_side}x{MIN_SIDE}"
+        raise InvalidImageError(
+            f"the image is {width}x{height}: fitted to max_side={max_side} it would be {fitted[0]}x{fitted[1]}, "
+            f"but each side must be at least {MIN_SIDE} px; at max_side={max_side} the aspect ratio may be at most "
+            f"about {max_side / MIN_SIDE:g}:1 (e.g. {example}): crop the image, or use a larger max_side"
+        )
+    return fitted
+
+
+def _draft_jpeg(image: Image.Image, target: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """Have a JPEG decode at 1/2, 1/4 or 1/8 scale when ``target`` is that much smaller.
+
+    Returns the box of the drafted image that covers the whole picture (for the exact
+    resize), or None when the image is decoded at full size."""
+    if image.format != "JPEG" or image.mode not in ("RGB", "L", "CMYK"):
+        return None
+    width, height = image.size
+    wanted = (target[0] * DRAFT_REDUCING_GAP, target[1] * DRAFT_REDUCING_GAP)
+    if min(width // wanted[0], height // wanted[1]) < 2:
+        return None
+    drafted = image.draft("RGB", wanted)
+    if drafted is None or image.size == (width, height):
+        return None
+    return drafted[1]
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> DecodedImage:
-    """Decode ``data`` to an upright RGB image (+ alpha), downscaled to ``max_side``."""
+    """Decode ``data`` to an upright RGB image (+ alpha), downscaled to ``max_side``.
+
+    Refused before the pixels are decoded: over ``max_pixels`` (`ImageTooLargeError`),
+    or a side under `MIN_SIDE` once fitted to ``max_side`` (`InvalidImageError`)."""
     image = _open_checked(data, max_pixels)
+    target = check_size(image.size, max_side)  # in the file's orientation (before EXIF)
     source_format = image.format
     try:
         with warnings.catch_warnings():
             # Pillow's bomb check is ours (max_pixels, checked above); its warning would be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            box = _draft_jpeg(image, target)
             image.load()
+            if box is not None:  # to the exact size now, in the file's orientation (EXIF is kept in info)
+                image = image.resize(target, Image.Resampling.LANCZOS, box=box)
             image = ImageOps.exif_transpose(image) or image
             alpha = None
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -73,8 +133,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: in
         raise ImageTooLargeError(str(exc)) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidImageError(f"the image data is corrupt or truncated: {exc}") from exc
-    if min(rgb.size) < MIN_SIDE:
-        raise InvalidImageError(f"the image is {rgb.size[0]}x{rgb.size[1]}; each side must be at least {MIN_SIDE} px")
+    check_size(rgb.size, max_side)  # again on what was decoded (a format may report another size)
     if max_side is not None and max(rgb.size) > max_side:
         rgb, alpha = downscale(rgb, max_side), (downscale(alpha, max_side) if alpha is not None else None)
     return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format)
@@ -95,11 +154,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def downscale(image: Image.Image, max_side: int) -> Image.Image:
     """Shrink so the longer side is ``max_side`` (never enlarges)."""
-    width, height = image.size
-    if max(width, height) <= max_side:
+    size = fitted_size(image.size, max_side)
+    if size == image.size:
         return image
-    scale = max_side / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
