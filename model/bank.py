@@ -1,33 +1,57 @@
 """The style bank: a checkpoint format that rebuilds its own network.
 
-A bank is a folder with two files:
+A bank is a folder with two live files:
 
-- ``weights.safetensors``: the `TransformerNet` state dict (no pickle, ever);
 - ``manifest.json``: format name and version, the architecture config, the
-  ordered style names with per-style metadata, the SHA-256 of the weights file
-  and free-form training provenance.
+  ordered style names with per-style metadata, ``weights_file`` (the name of the
+  weights file), its SHA-256 and free-form training provenance;
+- the weights file it names: the `TransformerNet` state dict as safetensors (no
+  pickle, ever). `save_bank` names it by content,
+  ``weights-<first 16 hex digits of its SHA-256>.safetensors``; older banks (the
+  bundled one included) use ``weights.safetensors``, which loads the same way.
 
 Styles learned later (``add-style``) are stored as their own small safetensors
-files holding one gamma/beta row per norm layer, with their metadata in the
-safetensors header. `load_bank` appends them as extra rows. Every file is
-written to a temporary name and renamed, so a kill mid-write leaves the old
-file (or nothing), never a torn one.
+files, ``<name>.safetensors``, holding one gamma/beta row per norm layer, with
+their name and metadata in the safetensors header. `load_bank` appends them as
+extra rows.
+
+Crash safety (a kill -9 or a power cut at any moment):
+
+- every file is written by `atomic_write_bytes`: a temporary ``.<name>.*.tmp``
+  in the same folder, fsync, rename over the target, fsync of the folder. A kill
+  leaves the old file (or none) and maybe a stray ``.tmp``, never a torn file;
+- `save_bank` is atomic as a whole: the weights go to a new content-named file
+  first (the old manifest still names the old one), then the manifest is
+  replaced (the commit point), and only then are the weights files it does not
+  name deleted. The bank on disk is always the old one or the new one. Stray
+  ``.tmp`` and unnamed weights files are ignored by `load_bank` and removed by
+  the next `save_bank` of that folder. One writer per bank folder at a time;
+- `remove_file_durably` unlinks and fsyncs the folder.
+
+Files are written with mode 0644 whatever the umask: banks and learned styles
+are read by other users (a container's, a replica's on a shared volume).
+
+`_after_step` is a fault-injection point for tests: it is called after every
+create / write / fsync / rename / unlink step of these writes, and does nothing
+unless a test replaces it (e.g. with one that kills the process at the N-th step).
 """
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
 
 from model.errors import BankFormatError, InvalidParameterError
 from model.transformer import TransformerConfig, TransformerNet
@@ -38,10 +62,13 @@ FORMAT_NAME = "cinstyle-bank"
 FORMAT_VERSION = 1
 LEARNED_FORMAT_NAME = "cinstyle-learned-style"
 MANIFEST_FILE = "manifest.json"
-WEIGHTS_FILE = "weights.safetensors"
+WEIGHTS_FILE = "weights.safetensors"  # the legacy fixed name (the bundled bank); save_bank names by content
 DEFAULT_BANK_DIR = Path(__file__).parent / "checkpoints" / "default"
 
 _STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Files of a bank folder that save_bank owns: weights files (legacy or content-named) and its temp files.
+_WEIGHTS_NAME = re.compile(r"^weights(-[0-9a-f]{16})?\.safetensors$")
+_BANK_TEMP_NAME = re.compile(r"^\.(weights(-[0-9a-f]{16})?\.safetensors|manifest\.json)\..+\.tmp$")
 
 
 def validate_style_name(name: str) -> str:
@@ -91,35 +118,94 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _no_step(step: str, path: Path) -> None:
+    pass
+
+
+# Fault-injection point (tests only): called as _after_step(step, path) after each step of a durable
+# write or removal, with step one of "dir-created", "temp-created", "temp-written", "temp-synced",
+# "replaced", "unlinked", "dir-synced". Replace it to kill the process at a chosen step.
+_after_step: Callable[[str, Path], None] = _no_step
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make renames, creations and unlinks in ``directory`` durable."""
+    if os.name == "nt":  # directories cannot be opened for fsync there
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems cannot fsync a directory; nothing more can be done there
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+    _after_step("dir-synced", directory)
+
+
+def _ensure_dir(directory: Path) -> None:
+    """Create ``directory`` (and missing parents), each durably recorded in its parent."""
+    if directory.is_dir():
+        return
+    missing = []
+    probe = directory
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        _after_step("dir-created", created)
+        _fsync_dir(created.parent)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash at any moment leaves the old file or the new one.
+
+    Writes a temporary ``.<name>.*.tmp`` next to ``path``, fsyncs it, renames it over ``path`` and fsyncs
+    the folder (so the rename itself is durable); missing folders are created. A kill leaves at most a
+    stray ``.tmp`` file behind. The file gets mode 0644 whatever the process umask: banks, learned
+    styles and job results are read by other users (a container's, a replica's on a shared volume).
+    """
+    path = Path(path)
+    _ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; banks are read by other users (e.g. a container's)
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; fchmod is not masked by the umask
         with os.fdopen(fd, "wb") as handle:
+            _after_step("temp-created", Path(tmp))
             handle.write(data)
             handle.flush()
+            _after_step("temp-written", Path(tmp))
             os.fsync(handle.fileno())
+            _after_step("temp-synced", Path(tmp))
         os.replace(tmp, path)
+        _after_step("replaced", path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
-def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
-                             metadata: dict[str, str] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)
-    os.close(fd)
+def remove_file_durably(path: Path | str) -> None:
+    """Unlink ``path`` and fsync its folder, so the removal survives a crash; a missing file is fine."""
+    path = Path(path)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.unlink()
+    except FileNotFoundError:
+        return
+    _after_step("unlinked", path)
+    _fsync_dir(path.parent)
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> bytes:
+    return save_safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+
+
+def _atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``tensors`` as a safetensors file with `atomic_write_bytes` (same guarantees, mode 0644)."""
+    atomic_write_bytes(path, _safetensors_bytes(tensors, metadata))
 
 
 def save_bank(
@@ -128,7 +214,13 @@ def save_bank(
     styles: Iterable[StyleInfo],
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``network`` and its style list as a bank folder; returns the folder."""
+    """Write ``network`` and its style list as a bank folder; returns the folder.
+
+    Atomic as a whole (see the module docstring): the new weights go to
+    ``weights-<sha256[:16]>.safetensors``, then ``manifest.json`` is replaced to name them, then the
+    weights files and temp files it leaves behind are deleted. A kill at any moment leaves the old
+    bank (or, for a new folder, no manifest) or the new one, either of them loadable.
+    """
     bank_dir = Path(bank_dir)
     styles = list(styles)
     if len(styles) != network.config.n_styles:
@@ -136,27 +228,47 @@ def save_bank(
     names = [validate_style_name(s.name) for s in styles]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate style names: {names}")
-    weights_path = bank_dir / WEIGHTS_FILE
-    _atomic_save_safetensors(network.state_dict(), weights_path, metadata={"format": FORMAT_NAME})
+    data = _safetensors_bytes(network.state_dict(), {"format": FORMAT_NAME})
+    digest = hashlib.sha256(data).hexdigest()
+    weights_name = f"weights-{digest[:16]}.safetensors"
+    atomic_write_bytes(bank_dir / weights_name, data)
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "config": network.config.to_dict(),
         "styles": [{"name": s.name, **s.metadata} for s in styles],
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": sha256_file(weights_path),
+        "weights_file": weights_name,
+        "weights_sha256": digest,
         "provenance": provenance or {},
     }
-    atomic_write_bytes(bank_dir / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
+    atomic_write_bytes(bank_dir / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())  # the commit point
+    removed = False
+    for entry in sorted(bank_dir.iterdir()):
+        stale_weights = _WEIGHTS_NAME.fullmatch(entry.name) and entry.name != weights_name
+        if (stale_weights or _BANK_TEMP_NAME.fullmatch(entry.name)) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            _after_step("unlinked", entry)
+            removed = True
+    if removed:
+        _fsync_dir(bank_dir)
     return bank_dir
 
 
-def _read_manifest(bank_dir: Path) -> dict[str, Any]:
+def bank_weights_path(bank_dir: Path | str) -> Path:
+    """The weights file the manifest of ``bank_dir`` names (``weights_file``; legacy banks: weights.safetensors)."""
+    bank_dir = Path(bank_dir)
+    return _weights_path(bank_dir, _read_manifest(bank_dir)[1])
+
+
+def _read_manifest(bank_dir: Path) -> tuple[bytes, dict[str, Any]]:
+    """The manifest's raw bytes (to notice a concurrent save) and its parsed, checked content."""
     manifest_path = bank_dir / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise BankFormatError(f"{bank_dir} is not a cinstyle bank: {MANIFEST_FILE} not found")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        raw = manifest_path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise BankFormatError(f"{bank_dir} is not a cinstyle bank: {MANIFEST_FILE} not found") from None
+    try:
+        manifest = json.loads(raw.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BankFormatError(f"{manifest_path} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
@@ -166,43 +278,74 @@ def _read_manifest(bank_dir: Path) -> dict[str, Any]:
             f"{manifest_path} has format_version {manifest.get('format_version')!r}; "
             f"this cinstyle reads {FORMAT_VERSION}"
         )
-    return manifest
+    return raw, manifest
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _weights_path(bank_dir: Path, manifest: dict[str, Any]) -> Path:
+    name = manifest.get("weights_file", WEIGHTS_FILE)
+    if not isinstance(name, str) or not name or (bank_dir / name).parent != bank_dir or name in (".", ".."):
+        raise BankFormatError("weights_file must be a file inside the bank folder")
+    return bank_dir / name
+
+
+def _read_weights(bank_dir: Path, manifest: dict[str, Any]) -> tuple[Path, dict[str, torch.Tensor], str]:
+    """(path, state dict, SHA-256) of the manifest's weights file, hashed and parsed from the same bytes."""
+    weights_path = _weights_path(bank_dir, manifest)
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BankFormatError(f"{path} is not a readable safetensors file: {exc}") from exc
+        data = weights_path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise BankFormatError(f"weights file {weights_path} not found") from None
+    fingerprint = hashlib.sha256(data).hexdigest()
+    if manifest.get("weights_sha256") not in (None, fingerprint):
+        raise BankFormatError(
+            f"{weights_path} does not match the SHA-256 recorded in the manifest (corrupt or replaced)"
+        )
+    try:
+        state = load_safetensors_bytes(data)
+    except (SafetensorError, ValueError) as exc:
+        raise BankFormatError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
+    return weights_path, state, fingerprint
 
 
-def load_bank(path: Path | str | None = None, learned_dir: Path | str | None = None,
-              device: str | torch.device = "cpu") -> StyleBank:
+def _manifest_bytes(bank_dir: Path) -> bytes | None:
+    try:
+        return (bank_dir / MANIFEST_FILE).read_bytes()
+    except OSError:
+        return None
+
+
+def load_bank(
+    path: Path | str | None = None, learned_dir: Path | str | None = None, device: str | torch.device = "cpu"
+) -> StyleBank:
     """Load a bank folder (or its manifest path), merging learned styles from ``learned_dir``."""
     bank_dir = Path(path) if path is not None else DEFAULT_BANK_DIR
     if bank_dir.is_file() and bank_dir.name == MANIFEST_FILE:
         bank_dir = bank_dir.parent
     if not bank_dir.is_dir():
-        raise BankFormatError(f"checkpoint {bank_dir} is not a bank folder (expected {MANIFEST_FILE} + {WEIGHTS_FILE})")
-    manifest = _read_manifest(bank_dir)
+        raise BankFormatError(f"checkpoint {bank_dir} is not a bank folder (expected {MANIFEST_FILE} + weights)")
+    for attempt in range(3):
+        raw, manifest = _read_manifest(bank_dir)
+        try:
+            weights_path, state, fingerprint = _read_weights(bank_dir, manifest)
+            break
+        except BankFormatError:
+            # A save_bank that replaced the manifest (and deleted the old weights) while we read: read again.
+            if attempt == 2 or _manifest_bytes(bank_dir) in (None, raw):
+                raise
     try:
         config = TransformerConfig.from_dict(manifest["config"])
-        styles = [StyleInfo(name=validate_style_name(s["name"]), kind="builtin",
-                            metadata={k: v for k, v in s.items() if k != "name"}) for s in manifest["styles"]]
+        styles = [
+            StyleInfo(
+                name=validate_style_name(s["name"]),
+                kind="builtin",
+                metadata={k: v for k, v in s.items() if k != "name"},
+            )
+            for s in manifest["styles"]
+        ]
     except (KeyError, TypeError, ValueError, InvalidParameterError) as exc:
         raise BankFormatError(f"{bank_dir / MANIFEST_FILE} has a bad config or style list: {exc}") from exc
     if len(styles) != config.n_styles:
         raise BankFormatError(f"manifest lists {len(styles)} styles but the config says {config.n_styles}")
-    weights_path = bank_dir / manifest.get("weights_file", WEIGHTS_FILE)
-    if weights_path.parent != bank_dir:
-        raise BankFormatError("weights_file must be a file inside the bank folder")
-    if not weights_path.is_file():
-        raise BankFormatError(f"weights file {weights_path} not found")
-    fingerprint = sha256_file(weights_path)
-    if manifest.get("weights_sha256") not in (None, fingerprint):
-        raise BankFormatError(
-            f"{weights_path} does not match the SHA-256 recorded in the manifest (corrupt or replaced)")
-    state = _load_safetensors(weights_path)
 
     network = TransformerNet(config)
     try:
@@ -210,8 +353,14 @@ def load_bank(path: Path | str | None = None, learned_dir: Path | str | None = N
     except RuntimeError as exc:
         raise BankFormatError(f"{weights_path} does not fit the manifest's architecture: {exc}") from exc
 
-    bank = StyleBank(config=config, styles=styles, network=network, fingerprint=fingerprint,
-                     provenance=manifest.get("provenance", {}), path=bank_dir)
+    bank = StyleBank(
+        config=config,
+        styles=styles,
+        network=network,
+        fingerprint=fingerprint,
+        provenance=manifest.get("provenance", {}),
+        path=bank_dir,
+    )
     if learned_dir is not None:
         for learned_path in sorted(Path(learned_dir).glob("*.safetensors")):
             try:
@@ -233,9 +382,17 @@ def style_rows(network: TransformerNet, index: int) -> dict[str, torch.Tensor]:
     return rows
 
 
-def save_learned_style(path: Path | str, name: str, rows: dict[str, torch.Tensor],
-                       base_fingerprint: str, metadata: dict[str, Any] | None = None) -> Path:
-    """Write one learned style (its gamma/beta rows) as a small safetensors file."""
+def save_learned_style(
+    path: Path | str,
+    name: str,
+    rows: dict[str, torch.Tensor],
+    base_fingerprint: str,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write one learned style (its gamma/beta rows) as a small safetensors file, atomically, mode 0644.
+
+    ``path`` should be ``<name>.safetensors``: `load_learned_style` refuses a file whose name differs.
+    """
     path = Path(path)
     validate_style_name(name)
     header = {
@@ -245,12 +402,15 @@ def save_learned_style(path: Path | str, name: str, rows: dict[str, torch.Tensor
         "base_fingerprint": base_fingerprint,
         "metadata": json.dumps(metadata or {}),
     }
-    _atomic_save_safetensors(rows, path, metadata=header)
+    atomic_write_bytes(path, _safetensors_bytes(rows, header))
     return path
 
 
 def load_learned_style(path: Path | str) -> tuple[str, dict[str, torch.Tensor], str, dict[str, Any]]:
-    """Read a learned-style file -> (name, rows, base_fingerprint, metadata)."""
+    """Read a learned-style file -> (name, rows, base_fingerprint, metadata).
+
+    The name in the header must match the file name (``<name>.safetensors``), else `BankFormatError`.
+    """
     from safetensors import safe_open
 
     path = Path(path)
@@ -267,11 +427,21 @@ def load_learned_style(path: Path | str) -> tuple[str, dict[str, torch.Tensor], 
         metadata = json.loads(header.get("metadata", "{}"))
     except (KeyError, json.JSONDecodeError, InvalidParameterError) as exc:
         raise BankFormatError(f"{path} has a bad header: {exc}") from exc
+    if path.stem != name:
+        raise BankFormatError(
+            f"{path} holds the learned style {name!r} but is named {path.name!r}; "
+            f"a learned style's file must be named {name}.safetensors"
+        )
     return name, rows, header.get("base_fingerprint", ""), metadata
 
 
-def add_learned_style(bank: StyleBank, name: str, rows: dict[str, torch.Tensor],
-                      base_fingerprint: str, metadata: dict[str, Any] | None = None) -> None:
+def add_learned_style(
+    bank: StyleBank,
+    name: str,
+    rows: dict[str, torch.Tensor],
+    base_fingerprint: str,
+    metadata: dict[str, Any] | None = None,
+) -> None:
     """Append a learned style as a new row of every norm layer of ``bank.network``."""
     if base_fingerprint != bank.fingerprint:
         raise BankFormatError(f"learned style {name!r} was fitted to a different bank (fingerprint mismatch)")
@@ -301,7 +471,7 @@ def remove_style(bank: StyleBank, name: str) -> None:
         raise InvalidParameterError(f"style {name!r} is built in and cannot be removed")
     state = bank.network.state_dict()
     for key in [k for k in state if k.endswith((".gamma", ".beta"))]:
-        state[key] = torch.cat([state[key][:index], state[key][index + 1:]])
+        state[key] = torch.cat([state[key][:index], state[key][index + 1 :]])
     config = TransformerConfig.from_dict({**bank.config.to_dict(), "n_styles": bank.config.n_styles - 1})
     shrunk = TransformerNet(config).to(next(bank.network.parameters()).device)
     shrunk.load_state_dict(state)

@@ -1,17 +1,25 @@
 import json
+import os
 import pickle
+import stat
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import model.bank as bank_module
 from model.bank import (
+    DEFAULT_BANK_DIR,
     MANIFEST_FILE,
     WEIGHTS_FILE,
     StyleInfo,
+    _atomic_save_safetensors,
     add_learned_style,
+    atomic_write_bytes,
+    bank_weights_path,
     load_bank,
     load_learned_style,
+    remove_file_durably,
     remove_style,
     save_bank,
     save_learned_style,
@@ -41,8 +49,8 @@ def test_manifest_path_also_loads(tiny_bank):
 
 
 def test_a_pickle_in_place_of_the_weights_is_refused(tiny_bank, tmp_path):
-    # A pickled state dict renamed to weights.safetensors must never be unpickled.
-    weights = tiny_bank / WEIGHTS_FILE
+    # A pickled state dict renamed to the weights file must never be unpickled.
+    weights = bank_weights_path(tiny_bank)
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -59,20 +67,24 @@ def test_a_pickle_in_place_of_the_weights_is_refused(tiny_bank, tmp_path):
 
 
 def test_replaced_weights_fail_the_checksum(tiny_bank):
-    state = load_file(str(tiny_bank / WEIGHTS_FILE))
+    weights = bank_weights_path(tiny_bank)
+    state = load_file(str(weights))
     state["out_conv.bias"] = state["out_conv.bias"] + 1
-    save_file(state, str(tiny_bank / WEIGHTS_FILE))
+    save_file(state, str(weights))
     with pytest.raises(BankFormatError, match="SHA-256"):
         load_bank(tiny_bank)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda m: m.update(format="something-else"), "not a cinstyle-bank manifest"),
-    (lambda m: m.update(format_version=99), "format_version 99"),
-    (lambda m: m["styles"].pop(), "manifest lists 2 styles"),
-    (lambda m: m["config"].update(channels=[4, 8, 16]), "does not fit"),
-    (lambda m: m["styles"][0].update(name="../evil"), "bad config or style list"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m.update(format="something-else"), "not a cinstyle-bank manifest"),
+        (lambda m: m.update(format_version=99), "format_version 99"),
+        (lambda m: m["styles"].pop(), "manifest lists 2 styles"),
+        (lambda m: m["config"].update(channels=[4, 8, 16]), "does not fit"),
+        (lambda m: m["styles"][0].update(name="../evil"), "bad config or style list"),
+    ],
+)
 def test_bad_manifests_are_refused_with_a_clear_error(tiny_bank, mutate, message):
     manifest = json.loads((tiny_bank / MANIFEST_FILE).read_text())
     mutate(manifest)
@@ -139,15 +151,197 @@ def test_bad_style_names(name):
 
 
 def test_atomic_save_leaves_no_temp_files(tiny_bank):
-    assert sorted(p.name for p in tiny_bank.iterdir()) == [MANIFEST_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in tiny_bank.iterdir()) == [MANIFEST_FILE, bank_weights_path(tiny_bank).name]
+
+
+def test_weights_are_named_by_their_content(tiny_bank):
+    manifest = json.loads((tiny_bank / MANIFEST_FILE).read_text())
+    weights = bank_weights_path(tiny_bank)
+    assert weights.name == manifest["weights_file"] == f"weights-{manifest['weights_sha256'][:16]}.safetensors"
+    assert bank_module.sha256_file(weights) == manifest["weights_sha256"] == load_bank(tiny_bank).fingerprint
+
+
+def test_a_new_save_deletes_the_old_weights_and_strays_but_nothing_else(tiny_bank):
+    old = bank_weights_path(tiny_bank)
+    strays = [
+        ".weights-0123456789abcdef.safetensors.x1y2.tmp",
+        ".manifest.json.abc.tmp",
+        "weights-fedcba9876543210.safetensors",
+        WEIGHTS_FILE,
+    ]
+    keep = ["notes.txt", "weights-backup.safetensors", ".other.tmp"]
+    for name in strays + keep:
+        (tiny_bank / name).write_bytes(b"left over")
+    assert load_bank(tiny_bank).style_names == TINY_STYLES  # the loader ignores them
+    save_bank(tiny_bank, make_tiny_network(seed=1), [StyleInfo(n) for n in TINY_STYLES])
+    new = bank_weights_path(tiny_bank)
+    assert new != old
+    assert sorted(p.name for p in tiny_bank.iterdir()) == sorted([MANIFEST_FILE, new.name, *keep])
+    assert torch.equal(
+        load_bank(tiny_bank).network.state_dict()["out_conv.bias"],
+        make_tiny_network(seed=1).state_dict()["out_conv.bias"],
+    )
+
+
+def test_saving_the_same_network_again_keeps_one_weights_file(tiny_bank):
+    before = bank_weights_path(tiny_bank)
+    save_bank(tiny_bank, make_tiny_network(), [StyleInfo(n) for n in TINY_STYLES])
+    assert bank_weights_path(tiny_bank) == before
+    assert sorted(p.name for p in tiny_bank.iterdir()) == [MANIFEST_FILE, before.name]
+
+
+def test_a_legacy_bank_loads_and_a_new_save_replaces_its_weights(tiny_bank):
+    bank_weights_path(tiny_bank).rename(tiny_bank / WEIGHTS_FILE)
+    manifest = json.loads((tiny_bank / MANIFEST_FILE).read_text())
+    manifest["weights_file"] = WEIGHTS_FILE
+    (tiny_bank / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert load_bank(tiny_bank).style_names == TINY_STYLES
+    del manifest["weights_file"]  # the oldest manifests do not name it at all
+    (tiny_bank / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert bank_weights_path(tiny_bank) == tiny_bank / WEIGHTS_FILE
+    assert load_bank(tiny_bank).style_names == TINY_STYLES
+    save_bank(tiny_bank, make_tiny_network(seed=1), [StyleInfo(n) for n in TINY_STYLES])
+    assert sorted(p.name for p in tiny_bank.iterdir()) == [MANIFEST_FILE, bank_weights_path(tiny_bank).name]
+
+
+def test_the_bundled_bank_keeps_its_legacy_weights_name():
+    assert bank_weights_path(DEFAULT_BANK_DIR) == DEFAULT_BANK_DIR / WEIGHTS_FILE
+    assert sorted(p.name for p in DEFAULT_BANK_DIR.iterdir()) == [MANIFEST_FILE, WEIGHTS_FILE]
+
+
+@pytest.mark.parametrize("name", ["../weights.safetensors", "..", ".", "", "/etc/passwd", "sub/w.safetensors", 7])
+def test_a_weights_file_outside_the_folder_is_refused(tiny_bank, name):
+    manifest = json.loads((tiny_bank / MANIFEST_FILE).read_text())
+    manifest["weights_file"] = name
+    (tiny_bank / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BankFormatError, match="inside the bank folder"):
+        load_bank(tiny_bank)
+
+
+def test_a_missing_weights_file_is_a_clear_error(tiny_bank):
+    bank_weights_path(tiny_bank).unlink()
+    with pytest.raises(BankFormatError, match="not found"):
+        load_bank(tiny_bank)
+
+
+def test_a_save_into_a_new_nested_folder(tmp_path):
+    folder = save_bank(tmp_path / "a" / "b" / "bank", make_tiny_network(), [StyleInfo(n) for n in TINY_STYLES])
+    assert load_bank(folder).style_names == TINY_STYLES
+
+
+@pytest.fixture
+def umask_077():
+    previous = os.umask(0o077)
+    yield
+    os.umask(previous)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_every_written_file_is_0644_whatever_the_umask(tmp_path, umask_077):
+    atomic_write_bytes(tmp_path / "plain.json", b"{}")
+    _atomic_save_safetensors({"x": torch.ones(2)}, tmp_path / "state.safetensors", {"format": "x"})
+    folder = save_bank(tmp_path / "bank", make_tiny_network(), [StyleInfo(n) for n in TINY_STYLES])
+    bank = load_bank(folder)
+    learned = save_learned_style(
+        tmp_path / "learned" / "mine.safetensors", "mine", style_rows(bank.network, 0), bank.fingerprint
+    )
+    files = [
+        tmp_path / "plain.json",
+        tmp_path / "state.safetensors",
+        folder / MANIFEST_FILE,
+        bank_weights_path(folder),
+        learned,
+    ]
+    assert {f.name: _mode(f) for f in files} == {f.name: 0o644 for f in files}
+    assert load_learned_style(learned)[0] == "mine"
+
+
+def _record_steps(monkeypatch) -> list[tuple[str, str]]:
+    steps: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        steps.append(("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(bank_module, "_after_step", lambda step, path: steps.append((step, path.name)))
+    return steps
+
+
+def test_atomic_write_fsyncs_the_file_then_the_folder_after_the_rename(tmp_path, monkeypatch):
+    (tmp_path / "out").mkdir()
+    steps = _record_steps(monkeypatch)
+    atomic_write_bytes(tmp_path / "out" / "record.json", b"{}")
+    names = [name for step, name in steps if step.startswith("temp")]
+    assert len(set(names)) == 1 and names[0].startswith(".record.json.") and names[0].endswith(".tmp")
+    assert [(s, n if s in ("replaced", "dir-synced", "fsync") else "tmp") for s, n in steps] == [
+        ("temp-created", "tmp"),
+        ("temp-written", "tmp"),
+        ("fsync", "file"),
+        ("temp-synced", "tmp"),
+        ("replaced", "record.json"),
+        ("fsync", "dir"),
+        ("dir-synced", "out"),
+    ]
+    assert (tmp_path / "out" / "record.json").read_bytes() == b"{}"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["record.json"]
+
+
+def test_atomic_write_creates_missing_folders_durably(tmp_path, monkeypatch):
+    steps = _record_steps(monkeypatch)
+    atomic_write_bytes(tmp_path / "x" / "y" / "f.bin", b"1")
+    assert [s for s in steps if s[0] == "dir-created"] == [("dir-created", "x"), ("dir-created", "y")]
+    assert steps[:4] == [("dir-created", "x"), ("fsync", "dir"), ("dir-synced", tmp_path.name), ("dir-created", "y")]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "f.json"
+    atomic_write_bytes(target, b"old")
+
+    def boom(step, path):
+        if step == "temp-synced":
+            raise OSError("disk full")
+
+    monkeypatch.setattr(bank_module, "_after_step", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_remove_file_durably(tmp_path, monkeypatch):
+    target = tmp_path / "gone.safetensors"
+    target.write_bytes(b"x")
+    steps = _record_steps(monkeypatch)
+    remove_file_durably(target)
+    assert not target.exists()
+    assert steps == [("unlinked", "gone.safetensors"), ("fsync", "dir"), ("dir-synced", tmp_path.name)]
+    remove_file_durably(target)  # already gone: fine
+    remove_file_durably(str(tmp_path / "never-was"))
+    assert len(steps) == 3
+
+
+def test_a_learned_style_must_be_in_a_file_of_its_name(tiny_bank, tmp_path):
+    bank = load_bank(tiny_bank)
+    path = save_learned_style(
+        tmp_path / "l" / "mine.safetensors", "mine", style_rows(bank.network, 0), bank.fingerprint
+    )
+    renamed = path.rename(tmp_path / "l" / "theirs.safetensors")
+    with pytest.raises(BankFormatError, match="'mine'.*'theirs.safetensors'"):
+        load_learned_style(renamed)
+    assert load_bank(tiny_bank, learned_dir=tmp_path / "l").style_names == TINY_STYLES  # skipped with a warning
 
 
 def test_a_bank_with_a_narrow_decoder_round_trips(tmp_path):
     from model.transformer import TransformerConfig, TransformerNet
 
     torch.manual_seed(1)
-    network = TransformerNet(TransformerConfig(n_styles=2, channels=(4, 8, 8), n_residual=1, outer_kernel=3,
-                                               decoder_channels=(6, 2))).eval()
+    network = TransformerNet(
+        TransformerConfig(n_styles=2, channels=(4, 8, 8), n_residual=1, outer_kernel=3, decoder_channels=(6, 2))
+    ).eval()
     folder = save_bank(tmp_path / "narrow", network, [StyleInfo("a"), StyleInfo("b")])
     bank = load_bank(folder)
     assert bank.config.decoder_channels == (6, 2)
