@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.errors import ConflictError, NotFoundError, QueueFullError
 from app.metrics import Metrics
@@ -61,6 +61,32 @@ class JobContext:
 
 Work = Callable[[JobContext], JobOutcome]
 Reconcile = Callable[["Job"], JobOutcome | None]
+Execute = Callable[[str, dict[str, Any], dict[str, Any], "JobContext"], JobOutcome]
+
+
+class JobQueue(Protocol):
+    """What the routes and the service use; `JobManager` (in-process) and `app.fleet.RedisJobQueue`
+    implement it. Blocking calls: routes run them in worker threads."""
+
+    queue_size: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def reserve(self) -> "Reservation": ...
+
+    def submit_job(self, kind: str, images: dict[str, Any], params: dict[str, Any],
+                   reservation: "Reservation | None" = None,
+                   on_finish: "Callable[[Job], None] | None" = None) -> "Job": ...
+
+    def get(self, job_id: str) -> "Job": ...
+
+    def cancel(self, job_id: str) -> "Job": ...
+
+    def read_result(self, job_id: str) -> "tuple[Job, bytes | None]": ...
+
+    def counts(self) -> dict[str, int]: ...
 
 
 class Reservation:
@@ -154,10 +180,12 @@ def check_job_id(job_id: str) -> str:
 
 class JobManager:
     def __init__(self, jobs_dir: Path, queue_size: int, workers: int, ttl_s: float, metrics: Metrics,
-                 reconcile: Reconcile | None = None) -> None:
+                 reconcile: Reconcile | None = None, execute: Execute | None = None) -> None:
         """``reconcile(job)``: for a job a kill interrupted, the outcome it reached anyway (e.g. a learned
-        style that was committed before its record said so), or None (it is reported interrupted)."""
+        style that was committed before its record said so), or None (it is reported interrupted).
+        ``execute(kind, images, params, ctx)``: runs what `submit_job` queues (`app.tasks.run_job`)."""
         self.jobs_dir = jobs_dir
+        self.execute = execute
         self.reconcile = reconcile
         self._reserved = 0
         self.queue_size = queue_size
@@ -249,6 +277,7 @@ class JobManager:
         with self._lock:
             queued = sum(1 for job in self._jobs.values() if job.status == QUEUED)
             if queued + self._reserved >= self.queue_size:
+                self.metrics.jobs_rejected.inc()
                 running = sum(1 for job in self._jobs.values() if job.status == RUNNING)
                 raise QueueFullError(f"the job queue is full ({queued} queued, {self._reserved} being uploaded, "
                                      f"{running} running, limit {self.queue_size} queued); retry later")
@@ -271,6 +300,15 @@ class JobManager:
             self._update_gauges()
         self._queue.put(job)
         return job
+
+    def submit_job(self, kind: str, images: dict[str, Any], params: dict[str, Any],
+                   reservation: Reservation | None = None, on_finish: Callable[[Job], None] | None = None) -> Job:
+        """Queue the job function of ``kind`` (run by ``execute``) on these images and params."""
+        execute = self.execute
+        if execute is None:
+            raise RuntimeError("this JobManager was built without an execute function")
+        return self.submit(kind, lambda ctx: execute(kind, images, params, ctx), params, on_finish=on_finish,
+                           reservation=reservation)
 
     def get(self, job_id: str) -> Job:
         check_job_id(job_id)
@@ -300,6 +338,11 @@ class JobManager:
             raise ConflictError(f"job {job_id} is {job.status}{detail}; its result exists only once it is done")
         path = self.jobs_dir / job.result_file if job.result_file else None
         return job, path
+
+    def read_result(self, job_id: str) -> tuple[Job, bytes | None]:
+        """The job and its result bytes (None for a job whose result is its summary)."""
+        job, path = self.result(job_id)
+        return job, path.read_bytes() if path is not None else None
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -64,8 +64,6 @@ class LiveBank:
         parameter = next(base.network.parameters())
         self._device, self._dtype = parameter.device, parameter.dtype
         self._change_lock = threading.Lock()  # serialises builders; readers never take it
-        self._pending_lock = threading.Lock()
-        self._pending: set[str] = set()  # names being learned right now
         self.listeners: list[Callable[[set[str]], None]] = []  # called with the names that changed
         version, learned = store.load_all()
         self.current: BankSnapshot = self._snapshot(self._with_learned(learned), version)
@@ -97,16 +95,12 @@ class LiveBank:
     def reserve(self, name: str) -> None:
         """Claim ``name`` for a learn job: 409 if a style or another job already has it."""
         validate_style_name(name)
-        with self._pending_lock:
-            if name in self.current.names:
-                raise ConflictError(f"a style named {name!r} already exists; pick another name or DELETE it first")
-            if name in self._pending:
-                raise ConflictError(f"a style named {name!r} is being learned by another job")
-            self._pending.add(name)
+        if name in self.current.names:
+            raise ConflictError(f"a style named {name!r} already exists; pick another name or DELETE it first")
+        self._store.reserve_name(name)
 
     def release(self, name: str) -> None:
-        with self._pending_lock:
-            self._pending.discard(name)
+        self._store.release_name(name)
 
     def commit_learned(self, style: LearnedStyle) -> None:
         """Store ``style`` durably, then build and swap in the snapshot that serves it."""

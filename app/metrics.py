@@ -32,6 +32,12 @@ class Metrics:
         self.job_seconds = Histogram("cinstyle_job_seconds", "job run time", ("kind",),
                                      buckets=_LATENCY_BUCKETS + (300.0, 600.0, 1800.0), registry=r)
         self.styles = Gauge("cinstyle_styles", "styles in the bank", ("kind",), registry=r)
+        self.jobs_rejected = Counter("cinstyle_jobs_rejected", "job submissions refused with 429 (queue full)",
+                                     registry=r)
+        self.redis_up = Gauge("cinstyle_redis_up", "1 while Redis answers (fleet mode; absent in embedded mode)",
+                              registry=r)
+        self.bank_version = Gauge("cinstyle_bank_version", "version of the learned-style store the bank serves",
+                                  registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

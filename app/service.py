@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -23,22 +24,20 @@ from PIL import Image
 from app import inference
 from app.concurrency import InferenceGate
 from app.errors import NotReadyError
-from app.jobs import Job, JobContext, JobManager, JobOutcome, Reservation
+from app.jobs import Job, JobManager, JobOutcome, JobQueue, Reservation
 from app.live_bank import LiveBank
 from app.metrics import Metrics
 from app.previews import PreviewCache
 from app.settings import Settings
-from app.style_store import LearnedStyle, LocalStyleStore
+from app.style_store import LearnedStyle, LocalStyleStore, StyleStore
+from app.tasks import LEARN_JOB, SLOW_JOB, HeavyResources, learned_summary, run_job, slow_images
 from model.bank import StyleBank, load_bank
-from model.errors import BankFormatError, CancelledError
+from model.errors import BankFormatError
 from model.imageio import DecodedImage
 from model.runner import Runner, make_runner
 from model.transformer import TransformerNet
 
 log = logging.getLogger(__name__)
-
-SLOW_JOB, LEARN_JOB = "stylize", "learn_style"
-
 
 class Service:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
@@ -48,19 +47,50 @@ class Service:
         self.backend = settings.resolved_backend(self.device)
         self.concurrency = settings.resolved_concurrency(self.device)
         self.gate = InferenceGate(self.concurrency, settings.max_waiting, metrics)
-        self.store = LocalStyleStore(settings.styles_dir)
-        self.jobs = JobManager(settings.jobs_dir, settings.queue_size, settings.job_workers, settings.result_ttl_s,
-                               metrics, reconcile=self._reconcile)
+        self.store: StyleStore
+        self.jobs: JobQueue
+        self.watcher: Any = None
+        self.redis_up: bool | None = None  # None in embedded mode
+        if settings.redis_url:
+            self._connect_fleet()
+        else:
+            self.store = LocalStyleStore(settings.styles_dir)
+            self.jobs = JobManager(settings.jobs_dir, settings.queue_size, settings.job_workers,
+                                   settings.result_ttl_s, metrics, reconcile=self._reconcile,
+                                   execute=partial(run_job, self))
         # Uploads for jobs are decoded here, a few at a time, so a burst cannot decode them all at once.
         self.codec_limiter = anyio.CapacityLimiter(settings.resolved_codec_workers())
         self.previews = PreviewCache()
         self.registry: LiveBank | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
-        self._task_group: Any = None
-        self._heavy_lock = threading.Lock()
-        self._loss_network: Any = None
-        self._content: list[torch.Tensor] | None = None
+        self.resources = HeavyResources(settings, self.device)
+
+    def _connect_fleet(self) -> None:
+        from app import fleet
+
+        settings = self.settings
+        client = fleet.connect(settings.redis_url)
+        self.store = fleet.RedisStyleStore(client)
+        celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=settings.slow_time_limit_s * 4)
+        self.jobs = fleet.RedisJobQueue(client, celery_app, settings.queue_size, settings.result_ttl_s,
+                                        self.metrics, lost_after_s=settings.job_lost_s)
+        self.redis_up = False
+        self.watcher = fleet.FleetWatcher(client, on_change=self._follow_store, reap=self.jobs.reap_lost,
+                                          on_health=self._set_redis_health)
+
+    def _set_redis_health(self, up: bool) -> None:
+        self.redis_up = up
+        self.metrics.redis_up.set(1 if up else 0)
+
+    def _follow_store(self) -> None:
+        """Fleet watcher tick (its own thread): serve the styles another replica added or removed."""
+        if self.registry is not None:
+            self.registry.refresh()
+            self.metrics.bank_version.set(self.registry.current.version)
+        counts = self.jobs.counts()
+        self.metrics.jobs_queued.set(counts["queued"])
+        self.metrics.jobs_running.set(counts["running"])
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -69,6 +99,8 @@ class Service:
         if self.device == "cpu" and bank is None:
             torch.set_num_threads(self.settings.torch_threads or max(1, (os.cpu_count() or 1) // self.concurrency))
         self.jobs.start()
+        if self.watcher is not None:
+            self.watcher.start()
         if bank is not None:  # handed in (tests): ready before the first request
             await anyio.to_thread.run_sync(self._install, bank)
         else:
@@ -76,6 +108,8 @@ class Service:
             self._load_thread.start()
 
     async def stop(self) -> None:
+        if self.watcher is not None:
+            await anyio.to_thread.run_sync(self.watcher.stop)
         await anyio.to_thread.run_sync(self.jobs.stop)
 
     def _load(self) -> None:
@@ -91,11 +125,18 @@ class Service:
                                else f"reading the checkpoint raised {type(exc).__name__}")
             log.exception("could not load the style bank %s", settings.checkpoint)
             return
-        try:
-            self._install(bank)
-        except Exception as exc:  # noqa: BLE001
-            self.load_error = f"preparing the {self.backend} backend raised {type(exc).__name__}"
-            log.exception("could not prepare the style bank for serving with the %s backend", self.backend)
+        while True:
+            try:
+                self._install(bank)
+                self.load_error = None
+                return
+            except NotReadyError:  # fleet mode: Redis is not up yet, and the learned styles live in it
+                self.load_error = "waiting for Redis"
+                time.sleep(1.0)
+            except Exception as exc:  # noqa: BLE001
+                self.load_error = f"preparing the {self.backend} backend raised {type(exc).__name__}"
+                log.exception("could not prepare the style bank for serving with the %s backend", self.backend)
+                return
 
     def _install(self, bank: StyleBank) -> None:
         if self.settings.fp16 and self.device == "cuda":
@@ -123,6 +164,12 @@ class Service:
     def ready(self) -> bool:
         return self.registry is not None
 
+    def require_redis(self) -> None:
+        """Fleet mode: 503 while Redis (jobs and learned styles) is unreachable; the fast path keeps serving."""
+        if self.redis_up is False:
+            raise NotReadyError("not ready: Redis (the fleet's job and style store) is unreachable; "
+                                "this replica recovers by itself when it is back")
+
     def require_registry(self) -> LiveBank:
         if self.registry is None:
             reason = (f"loading the model failed: {self.load_error}; the server log says which file and why"
@@ -138,70 +185,39 @@ class Service:
     # -- shared heavy things, loaded on first use ---------------------------------------------------------------
 
     def loss_network(self) -> Any:
-        with self._heavy_lock:
-            if self._loss_network is None:
-                from model.vgg import load_vgg19
-
-                log.info("loading the VGG-19 loss network (%s)", self.settings.vgg)
-                self._loss_network = load_vgg19(self.settings.vgg, device=self.device)
-            return self._loss_network
+        return self.resources.loss_network()
 
     def content_images(self) -> list[torch.Tensor]:
-        with self._heavy_lock:
-            if self._content is None:
-                self._content = inference.load_content_images(self.settings.content_dir,
-                                                              self.settings.learn_image_size)
-            return self._content
+        return self.resources.content_images()
 
-    # -- jobs ------------------------------------------------------------------------------------------------------
+    # -- jobs: this process is their JobEnv in embedded mode ----------------------------------------------------------
+
+    def learning_bank(self) -> StyleBank:
+        return self.require_registry().view().bank
+
+    def nearest_runner(self) -> tuple[Runner, tuple[str, ...]]:
+        snapshot = self.require_registry().view()
+        return snapshot.runner, snapshot.names
+
+    def commit_learned(self, style: LearnedStyle) -> None:
+        self.require_registry().commit_learned(style)
 
     def submit_slow_stylize(self, content: DecodedImage, style: Image.Image, *, strength: float,
                             preserve_color: bool, fmt: str, init: str = "content",
                             reservation: Reservation | None = None) -> Job:
-        settings = self.settings
-        start_from = self.require_registry().view() if init == "nearest" else None
-
-        def work(ctx: JobContext) -> JobOutcome:
-            rendered, blend = inference.slow_stylize_decoded(
-                content, style, self.loss_network(), steps=settings.slow_steps,
-                time_limit_s=settings.slow_time_limit_s, strength=strength, preserve_color=preserve_color,
-                fmt=fmt, progress=ctx.progress, cancel=ctx.cancel,
-                start_from=(start_from.runner, start_from.names) if start_from is not None else None)
-            summary = {"width": rendered.width, "height": rendered.height,
-                       "inference_ms": round(rendered.inference_ms, 1)}
-            if blend is not None:
-                summary["init_blend"] = blend
-            return JobOutcome(rendered.data, rendered.media_type, summary)
-
+        if init == "nearest":
+            self.require_registry()
         params = {"strength": strength, "preserve_color": preserve_color, "format": fmt, "init": init,
                   "width": content.rgb.width, "height": content.rgb.height}
-        return self.jobs.submit(SLOW_JOB, work, params, reservation=reservation)
+        return self.jobs.submit_job(SLOW_JOB, slow_images(content, style), params, reservation=reservation)
 
     def submit_learn_style(self, name: str, style: Image.Image, source_sha256: str,
                            reservation: Reservation | None = None) -> Job:
         registry = self.require_registry()
-        settings = self.settings
         registry.reserve(name)
-
-        def work(ctx: JobContext) -> JobOutcome:
-            learned = inference.learn_new_style(
-                registry.view().bank, style, name, self.loss_network(), self.content_images(),
-                steps=settings.learn_steps, batch_size=settings.learn_batch_size,
-                image_size=settings.learn_image_size, source_sha256=source_sha256,
-                progress=ctx.progress, cancel=ctx.cancel)
-            if ctx.cancel.is_set():
-                raise CancelledError(f"learning style {name!r} was cancelled")
-            # The job id goes into the stored style, so a restart can tell its job reached the commit.
-            registry.commit_learned(LearnedStyle(name, learned.rows, registry.fingerprint,
-                                                 {**learned.metadata, "job_id": ctx.job.id}))
-            return learned_summary(name)
-
-        def release(job: Job) -> None:
-            registry.release(name)
-
         try:
-            return self.jobs.submit(LEARN_JOB, work, {"name": name, "source_sha256": source_sha256},
-                                    on_finish=release, reservation=reservation)
+            return self.jobs.submit_job(LEARN_JOB, {"style": style}, {"name": name, "source_sha256": source_sha256},
+                                        reservation=reservation, on_finish=lambda _job: registry.release(name))
         except BaseException:
             registry.release(name)
             raise
@@ -212,7 +228,3 @@ class Service:
         if job.kind == LEARN_JOB and isinstance(name, str) and self.store.job_of(name) == job.id:
             return learned_summary(name)
         return None
-
-
-def learned_summary(name: str) -> JobOutcome:
-    return JobOutcome(summary={"style": name, "preview_url": f"/v1/styles/{name}/preview"})

@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CINSTYLE_", extra="ignore")
 
     # where things are
-    checkpoint: Path = Field(DEFAULT_BANK_DIR, description="bank folder (manifest.json + weights.safetensors)")
+    checkpoint: Path = Field(DEFAULT_BANK_DIR, description="bank folder (manifest.json + the weights file it names)")
     data_dir: Path = Field(Path("data"), description="learned styles, job records and results live here")
     content_dir: Path | None = Field(None, description="photos to learn new styles on (default: built-in set)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     learn_image_size: int = Field(128, ge=32)
     style_image_side: int = Field(512, ge=16, description="style images are downscaled to this for Gram targets")
 
+    # fleet mode (unset: everything in this process, on the local data dir)
+    redis_url: str | None = Field(None, description="redis://host:port/db: stateless API replicas, jobs on "
+                                                    "`cinstyle worker` processes, learned styles in Redis")
+    worker_concurrency: int = Field(1, ge=1, description="jobs one `cinstyle worker` runs at once")
+    job_lost_s: float = Field(30.0, gt=0, description="a running job whose worker sent no heartbeat for this "
+                                                      "long is failed (fleet mode)")
+    job_heartbeat_s: float = Field(2.0, gt=0, description="how often a worker tells Redis its jobs are alive")
+
     codec_workers: int | None = Field(None, ge=1, description="uploads for jobs decoded at once (default: cores)")
 
     @field_validator("api_key")
@@ -71,6 +79,9 @@ class Settings(BaseSettings):
         # By default a ?wait= may last long enough for a slow-path job that starts at once to finish.
         if self.max_wait_s is None:
             self.max_wait_s = self.slow_time_limit_s + 60.0
+        if self.job_heartbeat_s * 2 >= self.job_lost_s:
+            raise ValueError(f"CINSTYLE_JOB_LOST_S ({self.job_lost_s:g}) must be more than twice "
+                             f"CINSTYLE_JOB_HEARTBEAT_S ({self.job_heartbeat_s:g})")
         return self
 
     def resolved_codec_workers(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from app.errors import ConflictError
-from model.bank import load_learned_style, save_learned_style, validate_style_name
+from model.bank import load_learned_style, remove_file_durably, save_learned_style, validate_style_name
 from model.errors import BankFormatError
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ class LearnedStyle:
 
 
 class StyleStore(Protocol):
+    def prepare(self) -> None:
+        """Get ready at start-up (e.g. clean up writes torn by a kill)."""
+        ...
+
     def version(self) -> int:
         """A number that changes whenever a style is saved or deleted."""
         ...
@@ -52,6 +56,12 @@ class StyleStore(Protocol):
         """The id of the job that learned ``name``, if it is stored (to reconcile jobs after a kill)."""
         ...
 
+    def reserve_name(self, name: str) -> None:
+        """Claim ``name`` for a learn job: `ConflictError` if it is stored or being learned already."""
+        ...
+
+    def release_name(self, name: str) -> None: ...
+
 
 class LocalStyleStore:
     """``<styles_dir>/<name>.safetensors``, written atomically (temp file, fsync, rename, fsync dir)."""
@@ -60,6 +70,7 @@ class LocalStyleStore:
         self.styles_dir = styles_dir
         self._version = 0
         self._lock = threading.Lock()
+        self._pending: set[str] = set()  # names being learned right now (one process owns the dir)
 
     def path(self, name: str) -> Path:
         path = self.styles_dir / f"{validate_style_name(name)}.safetensors"
@@ -96,12 +107,6 @@ class LocalStyleStore:
             return self._version
 
     def delete(self, name: str) -> int:
-        try:
-            from model.bank import remove_file_durably
-        except ImportError:  # TEMPORARY until model.bank has it (being written)
-            def remove_file_durably(path: Path) -> None:
-                path.unlink(missing_ok=True)
-
         with self._lock:
             remove_file_durably(self.path(name))
             self._version += 1
@@ -115,3 +120,15 @@ class LocalStyleStore:
             return load_learned_style(path)[3].get("job_id")
         except BankFormatError:
             return None
+
+    def reserve_name(self, name: str) -> None:
+        with self._lock:
+            if self.path(name).exists():
+                raise ConflictError(f"a style named {name!r} already exists; pick another name or DELETE it first")
+            if name in self._pending:
+                raise ConflictError(f"a style named {name!r} is being learned by another job")
+            self._pending.add(name)
+
+    def release_name(self, name: str) -> None:
+        with self._lock:
+            self._pending.discard(name)

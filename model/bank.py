@@ -382,6 +382,59 @@ def style_rows(network: TransformerNet, index: int) -> dict[str, torch.Tensor]:
     return rows
 
 
+def learned_style_to_bytes(name: str, rows: dict[str, torch.Tensor], base_fingerprint: str,
+                           metadata: dict[str, Any] | None = None) -> bytes:
+    """One learned style (its gamma/beta rows, the base bank's fingerprint, metadata) as safetensors bytes:
+    the content of a ``<name>.safetensors`` file, and of a learned style kept in Redis (fleet mode)."""
+    validate_style_name(name)
+    header = {
+        "format": LEARNED_FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "name": name,
+        "base_fingerprint": base_fingerprint,
+        "metadata": json.dumps(metadata or {}),
+    }
+    return _safetensors_bytes(rows, header)
+
+
+def learned_style_from_bytes(data: bytes, expected_name: str,
+                             source: str = "learned style") -> tuple[str, dict[str, torch.Tensor], str, dict[str, Any]]:
+    """Parse `learned_style_to_bytes` output -> (name, rows, base_fingerprint, metadata).
+
+    The name in the header must be ``expected_name`` (the file name, or the Redis field), else `BankFormatError`.
+    """
+    try:
+        header = _safetensors_header(data)
+        rows = load_safetensors_bytes(data)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BankFormatError(f"{source} is not a readable safetensors file: {exc}") from exc
+    if header.get("format") != LEARNED_FORMAT_NAME:
+        raise BankFormatError(f"{source} is not a {LEARNED_FORMAT_NAME} file")
+    try:
+        name = validate_style_name(header["name"])
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (KeyError, json.JSONDecodeError, InvalidParameterError) as exc:
+        raise BankFormatError(f"{source} has a bad header: {exc}") from exc
+    if name != expected_name:
+        raise BankFormatError(
+            f"{source} holds the learned style {name!r} but is named {expected_name!r}; "
+            f"a learned style's file must be named {name}.safetensors"
+        )
+    return name, rows, header.get("base_fingerprint", ""), metadata
+
+
+def _safetensors_header(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors bytes (the 8-byte length, then the JSON header)."""
+    if len(data) < 8:
+        raise ValueError("too short for a safetensors header")
+    length = int.from_bytes(data[:8], "little")
+    if length > len(data) - 8:
+        raise ValueError("header length beyond the end of the data")
+    header = json.loads(data[8:8 + length])
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def save_learned_style(
     path: Path | str,
     name: str,
@@ -394,15 +447,7 @@ def save_learned_style(
     ``path`` should be ``<name>.safetensors``: `load_learned_style` refuses a file whose name differs.
     """
     path = Path(path)
-    validate_style_name(name)
-    header = {
-        "format": LEARNED_FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
-        "name": name,
-        "base_fingerprint": base_fingerprint,
-        "metadata": json.dumps(metadata or {}),
-    }
-    atomic_write_bytes(path, _safetensors_bytes(rows, header))
+    atomic_write_bytes(path, learned_style_to_bytes(name, rows, base_fingerprint, metadata))
     return path
 
 
@@ -411,28 +456,12 @@ def load_learned_style(path: Path | str) -> tuple[str, dict[str, torch.Tensor], 
 
     The name in the header must match the file name (``<name>.safetensors``), else `BankFormatError`.
     """
-    from safetensors import safe_open
-
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-            rows = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise BankFormatError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if header.get("format") != LEARNED_FORMAT_NAME:
-        raise BankFormatError(f"{path} is not a {LEARNED_FORMAT_NAME} file")
-    try:
-        name = validate_style_name(header["name"])
-        metadata = json.loads(header.get("metadata", "{}"))
-    except (KeyError, json.JSONDecodeError, InvalidParameterError) as exc:
-        raise BankFormatError(f"{path} has a bad header: {exc}") from exc
-    if path.stem != name:
-        raise BankFormatError(
-            f"{path} holds the learned style {name!r} but is named {path.name!r}; "
-            f"a learned style's file must be named {name}.safetensors"
-        )
-    return name, rows, header.get("base_fingerprint", ""), metadata
+    return learned_style_from_bytes(data, expected_name=path.stem, source=str(path))
 
 
 def add_learned_style(

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.bank import load_bank
+from model.bank import bank_weights_path, load_bank
 from tests.training.conftest import write_paintings, write_photos
 from training.config import TrainConfig
 from training.train import train
@@ -46,8 +46,8 @@ def test_resume_continues_bit_for_bit(data, tmp_path):
     resumed = train(tiny_config(data, tmp_path / "resumed"), resume=True, show_progress=False)
     assert straight.step == resumed.step == 6
 
-    expected = load_file(str(tmp_path / "straight" / "bank" / "weights.safetensors"))
-    actual = load_file(str(tmp_path / "resumed" / "bank" / "weights.safetensors"))
+    expected = load_file(str(bank_weights_path(tmp_path / "straight" / "bank")))
+    actual = load_file(str(bank_weights_path(tmp_path / "resumed" / "bank")))
     assert expected.keys() == actual.keys()
     for key in expected:
         assert expected[key].equal(actual[key]), key
