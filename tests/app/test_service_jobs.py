@@ -1,5 +1,6 @@
 """Jobs against a real server: the slow path, cancel, queue limits, learning a style, restarts, kill -9."""
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -273,3 +274,32 @@ def test_kill_9_while_learning_leaves_no_corrupt_file(server_factory, tiny_bank,
     assert [p.name for p in styles_dir.iterdir()] == []
     ok = server.client.post("/v1/stylize", params={"style": "alpha"}, files={"image": ("p.png", encode(photo()))})
     assert ok.status_code == 200
+
+
+def test_a_learn_job_killed_after_its_style_was_stored_reads_done_after_restart(server_factory, tiny_bank,
+                                                                                 content_dir):
+    """A kill between storing the style and recording the job leaves exactly this on disk: the job's record
+    says running, and the style file names the job. The restarted server must agree with the disk: done."""
+    server = server_factory(tiny_bank, "reconciled", content_dir=content_dir, **JOB_SETTINGS)
+    learn = server.client.post("/v1/styles", data={"name": "kept_by_disk"}, headers=AUTH,
+                               files={"style_image": ("p.png", encode(stripes()))})
+    job_id = learn.json()["id"]
+    assert follow(server.client, job_id)[-1]["status"] == "done"
+    server.kill9()
+    record_path = server.data_dir / "jobs" / f"{job_id}.json"
+    record = json.loads(record_path.read_text())
+    record.update(status="running", finished_at=None, summary={}, progress=0.4)  # the record before the commit
+    record_path.write_text(json.dumps(record))
+    # a second interrupted learn job whose style never got stored stays a clear failure
+    lost_id = uuid.uuid4().hex
+    (server.data_dir / "jobs" / f"{lost_id}.json").write_text(json.dumps(
+        {**record, "id": lost_id, "params": {"name": "never_stored", "source_sha256": "0" * 64}}))
+
+    server.start()
+    job = server.client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "done" and job["error"] is None and job["result"]["style"] == "kept_by_disk"
+    lost = server.client.get(f"/v1/jobs/{lost_id}").json()
+    assert lost["status"] == "failed" and "interrupted" in lost["error"]
+    assert "kept_by_disk" in [s["name"] for s in server.client.get("/v1/styles").json()["styles"]]
+    # learned files are readable by other users of a shared volume
+    assert (server.data_dir / "styles" / "kept_by_disk.safetensors").stat().st_mode & 0o777 == 0o644
