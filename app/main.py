@@ -44,6 +44,6 @@ def create_app(settings: Settings | None = None, bank: StyleBank | None = None) 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     install_error_handlers(app)
-    for module in (health, styles, stylize, jobs, metrics):
-        app.include_router(module.router)
+    for router in (health.router, styles.router, stylize.build_router(settings), jobs.router, metrics.router):
+        app.include_router(router)  # the stylize route states the bounds these settings set
     return app

@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from app.api.deps import ServiceDep
+from app.api.schemas import error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -12,8 +13,8 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: 200 once the model is loaded, else 503",
-            responses={503: {"description": "still loading, or loading failed (the message says why)"}})
+@router.get("/readyz", summary="Readiness: 200 once the model is loaded, else 503 (the message says why)",
+            responses=error_responses(503))
 async def readyz(service: ServiceDep) -> dict:
     registry = service.require_registry()
     styles = registry.styles()
