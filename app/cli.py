@@ -7,6 +7,8 @@ Subcommands import their package lazily so ``cinstyle styles`` stays fast.
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from model.errors import CinstyleError
@@ -101,6 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def fraction_bar(desc: str) -> Iterator[Callable[[float], None]]:
+    """A tqdm bar with ETA for work that reports a fraction 0..1; yields the ``progress`` callback.
+
+    Shown only when stderr is a terminal (``disable=None``): a pipe or a log file gets no stream
+    of carriage-return updates, and the command's output stays what it was.
+    """
+    from tqdm import tqdm
+
+    with tqdm(total=100, desc=desc, disable=None, dynamic_ncols=True,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]") as bar:
+
+        def progress(fraction: float) -> None:
+            bar.update(max(0, round(min(max(fraction, 0.0), 1.0) * 100) - bar.n))
+
+        yield progress
+
+
 def _cmd_styles(args) -> int:
     from model.bank import load_bank
 
@@ -146,7 +166,9 @@ def _cmd_stylize(args) -> int:
             nearest = nearest_blend(bank.network, content, style, loss_network)
             init = nearest.image
             print(f"starting from the nearest blend {nearest.spec(bank.style_names)}", file=sys.stderr)
-        result = slow_stylize(content, style, loss_network, SlowConfig(**overrides), init=init)
+        with fraction_bar("slow path") as progress:
+            result = slow_stylize(content, style, loss_network, SlowConfig(**overrides), init=init,
+                                  progress=progress)
         if args.preserve_color or args.strength < 1:
             from model.stylize import preserve_colors
 

@@ -239,7 +239,8 @@ def add_style_cli(args) -> int:
     style = image_to_tensor(load_image_file(args.style, max_side=config.style_size)).to(device)
     out = _output_path(args.out, name)
 
-    with tqdm(total=config.steps, desc=f"add-style {name}", dynamic_ncols=True) as bar:
+    # A bar with ETA on a terminal; none on a pipe or in a log (disable=None), where it would be a stream of updates.
+    with tqdm(total=config.steps, desc=f"add-style {name}", unit="step", dynamic_ncols=True, disable=None) as bar:
         def progress(fraction: float) -> None:
             bar.update(round(fraction * config.steps) - bar.n)
 
