@@ -166,6 +166,9 @@ def test_learned_styles_survive_a_redis_restart_and_replicas_recover(fleet, tmp_
     redis_server, (a, b), _ = fleet
     job = a.client.post("/v1/styles", data={"name": "kept"}, files={"style_image": ("s.png", encode(stripes()))})
     assert follow(a.client, job.json()["id"])[-1]["status"] == "done"
+    image = {"image": ("p.png", encode(photo()))}
+    assert wait_until(lambda: a.client.post("/v1/stylize", params={"style": "kept"}, files=image).status_code == 200,
+                      2.0)
     redis_server.stop()
     down = wait_until(lambda: a.client.get("/readyz").status_code == 503, 10)
     assert down, "readyz did not notice that Redis is gone"
@@ -173,8 +176,7 @@ def test_learned_styles_survive_a_redis_restart_and_replicas_recover(fleet, tmp_
     job_route = b.client.get(f"/v1/jobs/{job.json()['id']}")
     assert job_route.status_code == 503 and "Redis" in error_of(job_route)["message"]
     # the fast path keeps serving the styles it has
-    assert a.client.post("/v1/stylize", params={"style": "kept"},
-                         files={"image": ("p.png", encode(photo()))}).status_code == 200
+    assert a.client.post("/v1/stylize", params={"style": "kept"}, files=image).status_code == 200
     redis_server.start()  # same dir and port: the AOF brings the styles back
     assert wait_until(lambda: a.client.get("/readyz").status_code == 200 and
                       b.client.get("/readyz").status_code == 200, 15)
