@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--checkpoint", type=Path, default=None)
+    sub.add_parser("worker", help="run slow-path and learn-a-style jobs from the fleet's Redis queue "
+                                  "(settings from CINSTYLE_* variables; needs CINSTYLE_REDIS_URL)")
     return parser
 
 
@@ -255,13 +257,22 @@ def _cmd_serve(args) -> int:
     return serve(host=args.host, port=args.port, checkpoint=args.checkpoint)
 
 
+def _cmd_worker(args) -> int:
+    from app.settings import Settings
+    from app.worker import run_worker
+
+    return run_worker(Settings())
+
+
 COMMANDS = {"stylize": _cmd_stylize, "styles": _cmd_styles, "train": _cmd_train, "add-style": _cmd_add_style,
-            "evaluate": _cmd_evaluate, "serve": _cmd_serve}
+            "evaluate": _cmd_evaluate, "serve": _cmd_serve,
+            "worker": _cmd_worker}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose or args.command in ("train", "serve") else logging.WARNING,
+    verbose = args.verbose or args.command in ("train", "serve", "worker")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
