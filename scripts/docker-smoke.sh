@@ -27,6 +27,12 @@
 #   SMOKE_LEARN_TIMEOUT=900 SMOKE_READY_TIMEOUT=300   seconds
 #   SMOKE_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt   given to pip in the build
 #   DOCKER=/usr/bin/docker      the client (Debian's; it has BuildKit)
+#   SMOKE_FLEET=0               1: then also run docker-compose.fleet.yml (3 API replicas behind
+#                               nginx, 2 workers, Redis; needs bridge networks and Docker's DNS)
+#                               and exercise the fleet through the load balancer
+#   SMOKE_FLEET_PORT=18766      host port of the fleet's nginx (127.0.0.1)
+#   SMOKE_REDIS_IMAGE=redis:7.2 SMOKE_LB_IMAGE=nginx:stable   pulled when possible, else stand-ins
+#                               are built from the base image with Debian's redis-server / nginx-light
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,6 +50,13 @@ LEARN_TIMEOUT=${SMOKE_LEARN_TIMEOUT:-900}
 READY_TIMEOUT=${SMOKE_READY_TIMEOUT:-300}
 CA_BUNDLE=${SMOKE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 PROJECT=cinstyle-smoke-$$
+FLEET=${SMOKE_FLEET:-0}
+FLEET_PORT=${SMOKE_FLEET_PORT:-18766}
+FLEET_PROJECT=cinstyle-smoke-fleet-$$
+FLEET_URL=http://127.0.0.1:$FLEET_PORT
+REDIS_IMAGE=${SMOKE_REDIS_IMAGE:-redis:7.2}
+LB_IMAGE=${SMOKE_LB_IMAGE:-nginx:stable}
+FLEET_UP=0
 API_KEY=smoke-key-$RANDOM$RANDOM
 BASE_URL=http://127.0.0.1:$PORT
 NICE=(nice -n 19 ionice -c3)
@@ -70,6 +83,14 @@ cleanup() {
         fi
         log "cleanup: compose down -v (containers and the data volume)"
         compose down -v --remove-orphans >/dev/null 2>&1
+    fi
+    if [ "$FLEET_UP" = 1 ]; then
+        if [ "$rc" != 0 ]; then
+            log "fleet logs (last 80 lines):"
+            fleet_compose logs --no-color --tail 80 2>&1 | sed 's/^/    /'
+        fi
+        log "cleanup: fleet compose down -v"
+        fleet_compose down -v --remove-orphans >/dev/null 2>&1
     fi
     if [ "$KEEP_IMAGE" != 1 ]; then
         removed=$IMAGE
@@ -419,6 +440,150 @@ if compose logs --no-color 2>&1 | grep -iE 'downloading|urlopen error|huggingfac
     cat "$WORK/dl.txt"; die "the container logs mention downloads"
 fi
 
+# ---- the fleet (SMOKE_FLEET=1): docker-compose.fleet.yml, 3 API replicas, 2 workers ----------
+fleet_compose() {
+    CINSTYLE_IMAGE=$IMAGE CINSTYLE_REDIS_IMAGE=$REDIS_IMAGE CINSTYLE_LB_IMAGE=$LB_IMAGE CINSTYLE_API_KEY=$API_KEY \
+    CINSTYLE_BIND=127.0.0.1 CINSTYLE_PUBLISH_PORT=$FLEET_PORT \
+        "${COMPOSE[@]}" --project-name "$FLEET_PROJECT" --project-directory "$ROOT" \
+        -f "$ROOT/docker-compose.fleet.yml" -f "$WORK/fleet.override.yml" "$@"
+}
+healthy_count() {  # service: how many of its containers Docker reports healthy
+    local n=0 c
+    for c in $(fleet_compose ps -q "$1"); do
+        [ "$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$c")" = healthy ] && n=$((n + 1))
+    done
+    echo "$n"
+}
+wait_healthy() {  # service count timeout
+    local deadline=$(( $(date +%s) + $3 ))
+    until [ "$(healthy_count "$1")" -ge "$2" ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || die "fewer than $2 $1 container(s) healthy after $3 s"
+        sleep 2
+    done
+}
+stand_in_image() {  # image, Dockerfile body: pull it, or build a stand-in from the base image
+    if "$DOCKER" image inspect "$1" >/dev/null 2>&1 || timeout 120 "$DOCKER" pull -q "$1" >/dev/null 2>&1; then
+        log "image $1"
+    else
+        local tag
+        tag=local/cinstyle-smoke-$(printf %s "$1" | tr -c 'a-z0-9\n' '-')
+        log "cannot pull $1: building a stand-in $tag from $BASE_IMAGE"
+        printf 'FROM %s\n%s\n' "$BASE_IMAGE" "$2" | "${NICE[@]}" "$DOCKER" build --network host -q -t "$tag" - >/dev/null \
+            || die "could not build $tag"
+        echo "$tag" > "$WORK/stand-in"
+    fi
+}
+FLEET_SUMMARY=""
+if [ "$FLEET" = 1 ]; then
+    [ -z "$checkpoint_line" ] || die "the fleet check needs the bundled bank in the image"
+    "$DOCKER" network create "cinstyle-smoke-probe-$$" >/dev/null 2>&1 \
+        || die "this engine cannot create bridge networks: the fleet needs them (Docker's DNS finds the replicas)"
+    "$DOCKER" network rm "cinstyle-smoke-probe-$$" >/dev/null
+    stand_in_image "$REDIS_IMAGE" 'RUN groupadd --system --gid 999 redis && useradd --system --uid 999 --gid 999 --home-dir /data --no-create-home redis && apt-get update && apt-get install -y --no-install-recommends redis-server && rm -rf /var/lib/apt/lists/* && mkdir -p /data && chown 999:999 /data
+WORKDIR /data'
+    [ -s "$WORK/stand-in" ] && REDIS_IMAGE=$(cat "$WORK/stand-in") && rm "$WORK/stand-in"
+    stand_in_image "$LB_IMAGE" 'RUN apt-get update && apt-get install -y --no-install-recommends nginx-light && rm -rf /var/lib/apt/lists/*'
+    [ -s "$WORK/stand-in" ] && LB_IMAGE=$(cat "$WORK/stand-in") && rm "$WORK/stand-in"
+    cat > "$WORK/fleet.override.yml" <<EOF
+services:
+  api:
+    environment: &short
+      CINSTYLE_LEARN_STEPS: "${SMOKE_LEARN_STEPS:-30}"
+      CINSTYLE_LEARN_BATCH_SIZE: "1"
+      CINSTYLE_LEARN_IMAGE_SIZE: "64"
+      CINSTYLE_SLOW_STEPS: "20"
+      CINSTYLE_SLOW_MAX_SIDE: "64"
+  worker:
+    environment: *short
+EOF
+    if curl -s -o /dev/null "$FLEET_URL/healthz"; then die "something already answers on $FLEET_URL: set SMOKE_FLEET_PORT"; fi
+    log "fleet: compose -f docker-compose.fleet.yml up --scale api=3 --scale worker=2 (project $FLEET_PROJECT, $FLEET_URL)"
+    t0=$(now)
+    FLEET_UP=1
+    fleet_compose up -d --no-build --scale api=3 --scale worker=2 2>&1 | sed 's/^/    /'
+    deadline=$(( $(date +%s) + READY_TIMEOUT ))
+    until curl -fsS -o "$WORK/fleet-readyz.json" "$FLEET_URL/readyz" 2>/dev/null; do
+        [ "$(date +%s)" -lt "$deadline" ] || die "the fleet's /readyz (through nginx) not 200 within $READY_TIMEOUT s"
+        sleep 0.5
+    done
+    FLEET_READY_S=$(elapsed "$t0" "$(now)")
+    log "fleet: /readyz through nginx 200 after $FLEET_READY_S s: $(cat "$WORK/fleet-readyz.json")"
+    wait_healthy api 3 "$READY_TIMEOUT"
+    FLEET_HEALTHY_S=$(elapsed "$t0" "$(now)")
+    log "fleet: 3 api replicas healthy (Docker health check on /readyz) after $FLEET_HEALTHY_S s"
+    fleet_compose ps 2>&1 | sed 's/^/    /'
+    for i in 1 2 3; do
+        log "fleet: api replica $i /readyz: $(fleet_compose exec -T --index="$i" api python -c \
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).read().decode())")"
+    done
+    code=$(curl -sS -o "$WORK/fleet-fast.png" -w '%{http_code}' -F "image=@$WORK/content.png" "$FLEET_URL/v1/stylize?style=$STYLE&format=png")
+    { [ "$code" = 200 ] && is_png "$WORK/fleet-fast.png"; } || die "fleet: POST /v1/stylize?style=$STYLE -> $code"
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -F "name=fleet_$LEARNED" -F "style_image=@$WORK/style.png" "$FLEET_URL/v1/styles")
+    [ "$code" = 401 ] || die "fleet: POST /v1/styles without the API key -> $code, expected 401"
+    code=$(curl -sS -o "$WORK/fleet-learn.json" -w '%{http_code}' -H "X-API-Key: $API_KEY" \
+        -F "name=fleet_$LEARNED" -F "style_image=@$WORK/style.png" "$FLEET_URL/v1/styles")
+    [ "$code" = 202 ] || die "fleet: POST /v1/styles -> $code: $(cat "$WORK/fleet-learn.json")"
+    code=$(curl -sS -o "$WORK/fleet-slow.json" -w '%{http_code}' \
+        -F "image=@$WORK/content.png" -F "style_image=@$WORK/style.png" "$FLEET_URL/v1/stylize?format=png")
+    [ "$code" = 202 ] || die "fleet: slow path -> $code: $(cat "$WORK/fleet-slow.json")"
+    FLEET_LEARN_JOB=$(json_get "$WORK/fleet-learn.json" '["id"]')
+    FLEET_SLOW_JOB=$(json_get "$WORK/fleet-slow.json" '["id"]')
+    log "fleet: stylize 200; POST /v1/styles 401 without the key, 202 with it (job $FLEET_LEARN_JOB); slow-path job $FLEET_SLOW_JOB"
+    BASE_URL=$FLEET_URL wait_job "$FLEET_LEARN_JOB" "$LEARN_TIMEOUT"
+    BASE_URL=$FLEET_URL wait_job "$FLEET_SLOW_JOB" "$LEARN_TIMEOUT"
+    { curl -fsS -o "$WORK/fleet-slow.png" "$FLEET_URL/v1/jobs/$FLEET_SLOW_JOB/result" && is_png "$WORK/fleet-slow.png"; } \
+        || die "fleet: slow-path result"
+    redis_cli() { "$DOCKER" exec "$(fleet_compose ps -q redis)" redis-cli "$@"; }
+    log "fleet: both jobs done (polled through nginx, i.e. any replica); run by workers" \
+        "$(redis_cli hget "cinstyle:job:$FLEET_LEARN_JOB" worker) and $(redis_cli hget "cinstyle:job:$FLEET_SLOW_JOB" worker)"
+    # every replica serves the learned style within 2 s of the job's end
+    sleep 2
+    ok=0
+    for _ in $(seq 15); do
+        code=$(curl -sS -o /dev/null -w '%{http_code}' -F "image=@$WORK/content.png" \
+            "$FLEET_URL/v1/stylize?style=fleet_$LEARNED:0.7,$STYLE:0.3&format=png")
+        [ "$code" = 200 ] && ok=$((ok + 1))
+    done
+    log "fleet: 2 s after the learn job, 15 requests with the learned style through nginx: $ok x 200, upstreams:"
+    fleet_compose logs --no-color lb 2>/dev/null | grep "fleet_$LEARNED:0.7" | grep -o 'upstream=[^ ]* upstream_status=[0-9]*' \
+        | sort | uniq -c | sed 's/^/    /'
+    [ "$ok" = 15 ] || die "fleet: not every replica serves the learned style 2 s after its job ended"
+    wait_healthy worker 2 200
+    log "fleet: 2 workers healthy (their Celery consumers answer a ping through Redis)"
+    log "fleet: restart redis (AOF on the redis-data volume)"
+    fleet_compose restart redis 2>&1 | sed 's/^/    /'
+    for _ in $(seq 120); do
+        code=$(curl -sS -o /dev/null -w '%{http_code}' -F "image=@$WORK/content.png" "$FLEET_URL/v1/stylize?style=fleet_$LEARNED&format=png")
+        [ "$code" = 200 ] && break
+        sleep 0.5
+    done
+    [ "$code" = 200 ] || die "fleet: the learned style is not served after a Redis restart ($code)"
+    { curl -fsS -o "$WORK/job.json" "$FLEET_URL/v1/jobs/$FLEET_SLOW_JOB" && [ "$(json_get "$WORK/job.json" '["status"]')" = "done" ]; } \
+        || die "fleet: the slow-path job is gone after a Redis restart"
+    log "fleet: after the Redis restart the learned style is served and the slow-path job is still done"
+    fleet_compose up -d --no-build --no-recreate --scale api=4 --scale worker=2 2>&1 | sed 's/^/    /'
+    wait_healthy api 4 "$READY_TIMEOUT"
+    sleep 6  # nginx keeps Docker's DNS answer 5 s
+    for _ in $(seq 40); do curl -fsS -o /dev/null "$FLEET_URL/v1/styles" || die "fleet: GET /v1/styles"; done
+    upstreams=$(fleet_compose logs --no-color --tail 40 lb 2>/dev/null | grep -o 'upstream=[0-9.:]*' | sort | uniq -c)
+    log "fleet: scaled to 4 api replicas at run time; 40 x GET /v1/styles went to $(echo "$upstreams" | wc -l) replicas:" \
+        "$(echo "$upstreams" | tr -s ' \n' ' ')"
+    [ "$(echo "$upstreams" | wc -l)" = 4 ] || die "fleet: nginx did not use all 4 replicas"
+    fleet_compose up -d --no-build --no-recreate --scale api=0 --scale worker=2 2>&1 | sed 's/^/    /'
+    sleep 1
+    log "fleet: no api replica at all: GET /v1/styles through nginx -> $(curl -sS -w ' (%{http_code})' "$FLEET_URL/v1/styles")"
+    log "fleet: compose down (redis volume kept), up"
+    fleet_compose down 2>&1 | sed 's/^/    /'
+    fleet_compose up -d --no-build --scale api=3 --scale worker=2 2>&1 | sed 's/^/    /'
+    deadline=$(( $(date +%s) + READY_TIMEOUT ))
+    until [ "$(curl -sS -o /dev/null -w '%{http_code}' -F "image=@$WORK/content.png" "$FLEET_URL/v1/stylize?style=fleet_$LEARNED&format=png")" = 200 ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || die "fleet: the learned style is not served after down/up"
+        sleep 0.5
+    done
+    log "fleet: after down/up the learned style fleet_$LEARNED is served again"
+    FLEET_SUMMARY="fleet            3 api + 2 workers + redis + nginx: /readyz through nginx after $FLEET_READY_S s, all api healthy after $FLEET_HEALTHY_S s; learned style on every replica within 2 s; survived a Redis restart and down/up"
+fi
+
 cat <<EOF
 
 ==== docker smoke summary ====
@@ -429,4 +594,5 @@ cold start       $COLD_START_S s from compose up to /readyz 200
 restart          $RESTART_S s from compose up (after down) to /readyz 200
 learn a style    $LEARN_S s (CINSTYLE_LEARN_STEPS=${SMOKE_LEARN_STEPS:-30})
 persistence      learned style and slow-path job result survived compose down/up
+${FLEET_SUMMARY:-fleet            not run (SMOKE_FLEET=1 runs it)}
 EOF
