@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
 from model.errors import ImageTooLargeError, InvalidImageError, UnsupportedMediaTypeError
 
@@ -123,6 +122,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: in
             image.load()
             if box is not None:  # to the exact size now, in the file's orientation (EXIF is kept in info)
                 image = image.resize(target, Image.Resampling.LANCZOS, box=box)
+            elif image.size != target and image.mode in _RESIZABLE_MODES:
+                # Shrink before any copy (EXIF turn, mode conversion): a 40 Mpx upload then costs one
+                # full-size buffer while it is decoded, not three.
+                image = image.resize(target, Image.Resampling.LANCZOS)
             image = ImageOps.exif_transpose(image) or image
             alpha = None
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -139,6 +142,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: in
     return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format)
 
 
+# Modes Pillow resamples with LANCZOS as they are (P, 1 and 16-bit modes are converted first).
+_RESIZABLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK", "F")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit / 32-bit grayscale: scale the full range to 8 bits instead of clipping.
@@ -148,7 +155,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         if image.mode == "F":
             tensor, scale = tensor - lo, max(hi - lo, 1e-12)
         gray = (tensor / scale).clamp(0, 1).mul(255).round().to(torch.uint8)
-        return to_pil_image(gray.unsqueeze(0)).convert("RGB")
+        return Image.fromarray(gray.numpy(), "L").convert("RGB")
+    if image.mode == "RGB":
+        return image
     return image.convert("RGB")  # L, P, CMYK, YCbCr, LAB, HSV, RGBA, ...
 
 
@@ -172,16 +181,20 @@ def downscale_tensor(image: torch.Tensor, max_side: int, min_side: int = 1) -> t
                                            antialias=True).clamp(0, 1)
 
 
+# Two plain array conversions instead of torchvision's: importing torchvision in the server
+# maps its compiled ops, about 170 MB of resident memory per process, for these two lines.
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float (1, 3, H, W) in [0, 1]."""
-    return pil_to_tensor(image.convert("RGB")).float().div(255.0).unsqueeze(0)
+    array = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
 
 
 def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) or (3, H, W) float in [0, 1] -> RGB PIL image."""
     if tensor.dim() == 4:
         tensor = tensor[0]
-    return to_pil_image(tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu())
+    pixels = tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    return Image.fromarray(pixels.cpu().numpy(), "RGB")
 
 
 def normalize_format(fmt: str) -> str:

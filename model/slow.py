@@ -47,6 +47,9 @@ class SlowConfig:
     tv_weight: float = 2.0
     optimizer: str = "lbfgs"
     lr: float | None = None  # None: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
+    # L-BFGS keeps two image-sized vectors per remembered step: 10 (scipy's default) costs 63 MB at
+    # 512 px where 50 cost 315 MB, and reached the same loss (0.854 vs 0.852 after 100 steps, 256 px).
+    lbfgs_history: int = 10
     style_layers: tuple[str, ...] = STYLE_LAYERS
     # Weight of each style layer's relative Gram error (missing layers weigh 1).
     style_layer_weights: dict[str, float] = field(default_factory=dict)
@@ -72,6 +75,8 @@ class SlowConfig:
                 raise InvalidParameterError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise InvalidParameterError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if isinstance(self.lbfgs_history, bool) or not isinstance(self.lbfgs_history, int) or self.lbfgs_history < 1:
+            raise InvalidParameterError(f"lbfgs_history must be an integer >= 1, got {self.lbfgs_history!r}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidParameterError(f"lr must be a positive number, got {self.lr!r}")
         object.__setattr__(self, "style_layers", tuple(self.style_layers))
@@ -184,7 +189,8 @@ def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, co
     if config.optimizer == "lbfgs":
         # One iteration per step() keeps the curvature history across steps while
         # letting us check time, cancel and progress between iterations.
-        optimizer = torch.optim.LBFGS([pixels], lr=config.learning_rate, max_iter=1, history_size=50)
+        optimizer = torch.optim.LBFGS([pixels], lr=config.learning_rate, max_iter=1,
+                                      history_size=config.lbfgs_history)
     else:
         optimizer = torch.optim.Adam([pixels], lr=config.learning_rate)
     best_loss, best = math.inf, pixels.detach().clone()

@@ -108,7 +108,9 @@ class VGG19Features(nn.Module):
             if name.startswith("conv"):
                 x = self.convs[name](x)
             elif name.startswith("relu"):
-                x = torch.relu(x)
+                # In place on the convolution's output (nothing else holds it): autograd then keeps one
+                # tensor per conv+ReLU pair instead of two -- about 300 MB less for a 512 px slow path.
+                x = torch.relu_(x)
             else:
                 x = nn.functional.max_pool2d(x, 2, 2)
             if name in wanted:
