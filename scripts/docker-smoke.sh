@@ -550,8 +550,17 @@ EOF
     [ "$ok" = 15 ] || die "fleet: not every replica serves the learned style 2 s after its job ended"
     wait_healthy worker 2 200
     log "fleet: 2 workers healthy (their Celery consumers answer a ping through Redis)"
-    log "fleet: restart redis (AOF on the redis-data volume)"
-    fleet_compose restart redis 2>&1 | sed 's/^/    /'
+    log "fleet: stop redis"
+    fleet_compose stop redis 2>&1 | sed 's/^/    /'
+    sleep 3
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -F "image=@$WORK/content.png" "$FLEET_URL/v1/stylize?style=fleet_$LEARNED&format=png")
+    [ "$code" = 200 ] || die "fleet: without Redis the fast path with a learned style -> $code, expected 200"
+    code=$(curl -sS -o "$WORK/fleet-down.json" -w '%{http_code}' "$FLEET_URL/v1/jobs/$FLEET_SLOW_JOB")
+    [ "$code" = 503 ] || die "fleet: without Redis GET /v1/jobs/... -> $code, expected 503"
+    log "fleet: without Redis: stylize (learned style, in memory) 200; /readyz $(curl -sS -o /dev/null -w '%{http_code}' "$FLEET_URL/readyz");" \
+        "GET /v1/jobs/... 503 $(cat "$WORK/fleet-down.json")"
+    log "fleet: start redis again (AOF on the redis-data volume)"
+    fleet_compose start redis 2>&1 | sed 's/^/    /'
     for _ in $(seq 120); do
         code=$(curl -sS -o /dev/null -w '%{http_code}' -F "image=@$WORK/content.png" "$FLEET_URL/v1/stylize?style=fleet_$LEARNED&format=png")
         [ "$code" = 200 ] && break
@@ -560,7 +569,12 @@ EOF
     [ "$code" = 200 ] || die "fleet: the learned style is not served after a Redis restart ($code)"
     { curl -fsS -o "$WORK/job.json" "$FLEET_URL/v1/jobs/$FLEET_SLOW_JOB" && [ "$(json_get "$WORK/job.json" '["status"]')" = "done" ]; } \
         || die "fleet: the slow-path job is gone after a Redis restart"
-    log "fleet: after the Redis restart the learned style is served and the slow-path job is still done"
+    deadline=$(( $(date +%s) + 60 ))
+    until [ "$(curl -sS -o /dev/null -w '%{http_code}' "$FLEET_URL/readyz")" = 200 ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || die "fleet: /readyz not back to 200 within 60 s of Redis coming back"
+        sleep 0.5
+    done
+    log "fleet: Redis back: /readyz 200 again, the learned style is served and the slow-path job is still done"
     fleet_compose up -d --no-build --no-recreate --scale api=4 --scale worker=2 2>&1 | sed 's/^/    /'
     wait_healthy api 4 "$READY_TIMEOUT"
     sleep 6  # nginx keeps Docker's DNS answer 5 s
@@ -581,7 +595,7 @@ EOF
         sleep 0.5
     done
     log "fleet: after down/up the learned style fleet_$LEARNED is served again"
-    FLEET_SUMMARY="fleet            3 api + 2 workers + redis + nginx: /readyz through nginx after $FLEET_READY_S s, all api healthy after $FLEET_HEALTHY_S s; learned style on every replica within 2 s; survived a Redis restart and down/up"
+    FLEET_SUMMARY="fleet            3 api + 2 workers + redis + nginx: /readyz through nginx after $FLEET_READY_S s, all api healthy after $FLEET_HEALTHY_S s; learned style on every replica within 2 s; 503 on job routes while Redis was down, recovered by itself, kept everything across a Redis restart and down/up"
 fi
 
 cat <<EOF
