@@ -139,7 +139,7 @@ def _cmd_stylize(args) -> int:
     from model.bank import load_bank
     from model.imageio import decode_image, encode_image, image_to_tensor, normalize_format, tensor_to_image
     from model.style_spec import parse_style_spec
-    from model.stylize import check_strength, stylize_tensor
+    from model.stylize import check_strength, mix_with_original, stylize_tensor
     from training.distributed import resolve_device
 
     if (args.style is None) == (args.style_image is None):
@@ -171,12 +171,7 @@ def _cmd_stylize(args) -> int:
         with fraction_bar("slow path") as progress:
             result = slow_stylize(content, style, loss_network, SlowConfig(**overrides), init=init,
                                   progress=progress)
-        if args.preserve_color or args.strength < 1:
-            from model.stylize import preserve_colors
-
-            if args.preserve_color:
-                result = preserve_colors(result, content)
-            result = args.strength * result + (1 - args.strength) * content
+        result = mix_with_original(result, content, args.strength, args.preserve_color)
     else:
         bank = load_bank(args.checkpoint, device=device)
         mix = parse_style_spec(args.style, bank.style_names)
