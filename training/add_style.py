@@ -254,9 +254,14 @@ def add_style_cli(args) -> int:
 
 def _output_path(out: Path | None, name: str) -> Path:
     """--out as a file (``*.safetensors``) or a folder; default ./learned/<name>.safetensors."""
+    from model.errors import CinstyleError
+
     if out is None:
         return DEFAULT_LEARNED_DIR / f"{name}.safetensors"
     out = Path(out)
     if out.suffix == ".safetensors" and not out.is_dir():
+        if out.stem != name:  # checked before learning: a learned style's file must carry its name
+            raise CinstyleError(f"--out {out.name} must be named {name}.safetensors (the style's name), "
+                                "or be a folder")
         return out
     return out / f"{name}.safetensors"

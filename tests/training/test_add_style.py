@@ -7,7 +7,7 @@ import torch
 
 from app.cli import main as cli_main
 from model.bank import load_bank, load_learned_style, save_learned_style, style_rows
-from model.errors import CancelledError, InvalidParameterError
+from model.errors import CancelledError, CinstyleError, InvalidParameterError
 from model.losses import target_grams
 from model.style_spec import parse_style_spec
 from model.stylize import stylize_tensor
@@ -174,3 +174,12 @@ def test_add_style_command_writes_a_learned_file_that_merges(tmp_path, capsys):
     code = cli_main(["add-style", "--bank", str(bank_dir), "--style", str(style_file), "--name", "first"])
     assert code == 2
     assert "already in the bank" in capsys.readouterr().err
+
+
+def test_add_style_output_file_must_carry_the_style_name(tmp_path):
+    from training.add_style import _output_path
+
+    assert _output_path(tmp_path / "mine.safetensors", "mine") == tmp_path / "mine.safetensors"
+    assert _output_path(tmp_path, "mine") == tmp_path / "mine.safetensors"
+    with pytest.raises(CinstyleError, match="must be named mine.safetensors"):
+        _output_path(tmp_path / "theirs.safetensors", "mine")
