@@ -16,6 +16,7 @@ import torch
 from app import fleet
 from app.live_bank import LiveBank
 from app.metrics import Metrics
+from app.server import limit_malloc_arenas
 from app.settings import Settings
 from app.style_store import LearnedStyle
 from app.tasks import HeavyResources
@@ -58,6 +59,7 @@ def run_worker(settings: Settings) -> int:
         raise SystemExit("cinstyle worker needs CINSTYLE_REDIS_URL (e.g. redis://localhost:6379/0)")
     if settings.resolved_device() == "cpu":
         torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_concurrency))
+    limit_malloc_arenas()
     client = fleet.connect(settings.redis_url)
     env = WorkerEnv(settings, client)
     metrics = Metrics()
