@@ -9,6 +9,7 @@ reports them.
 
 import logging
 import os
+import time
 from typing import Any
 
 import torch
@@ -54,6 +55,19 @@ class WorkerEnv:
         self.store.save(style)
 
 
+def _wait_for_redis(build, timeout_s: float = 120.0):
+    """Start-up may race Redis (compose, Kubernetes): retry for a while instead of crash-looping."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return build()
+        except fleet.RedisUnavailableError as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"cinstyle worker: {exc}") from exc
+            log.warning("waiting for Redis: %s", exc)
+            time.sleep(2.0)
+
+
 def run_worker(settings: Settings) -> int:
     if not settings.redis_url:
         raise SystemExit("cinstyle worker needs CINSTYLE_REDIS_URL (e.g. redis://localhost:6379/0)")
@@ -61,7 +75,7 @@ def run_worker(settings: Settings) -> int:
         torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_concurrency))
     limit_malloc_arenas()
     client = fleet.connect(settings.redis_url)
-    env = WorkerEnv(settings, client)
+    env = _wait_for_redis(lambda: WorkerEnv(settings, client))
     metrics = Metrics()
     celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=settings.slow_time_limit_s * 4)
     queue = fleet.RedisJobQueue(client, celery_app, settings.queue_size, settings.result_ttl_s, metrics,
