@@ -196,7 +196,7 @@ class CpuMeter:
     def __init__(self, processes: list[Process]) -> None:
         self.processes = processes
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self._start: tuple[int, int] | None = None
+        self._start: tuple[int, int, int] | None = None
         self._t0 = 0.0
 
     def _busy(self) -> int:
@@ -204,8 +204,9 @@ class CpuMeter:
         user, nice, system, _idle, _iowait, irq, softirq, steal = fields
         return user + nice + system + irq + softirq + steal
 
-    def _ours(self) -> int:
-        pids = [os.getpid()] + [p.process.pid for p in self.processes if p.alive() and p.process is not None]
+    def _ours(self, only: str = "") -> int:
+        pids = [os.getpid()] if not only else []
+        pids += [p.process.pid for p in self.processes if p.alive() and p.process is not None and only in p.name]
         total = 0
         for pid in pids:
             try:
@@ -217,7 +218,7 @@ class CpuMeter:
 
     def start(self) -> "CpuMeter":
         try:
-            self._start = (self._busy(), self._ours())
+            self._start = (self._busy(), self._ours(), self._ours(only="worker"))
         except OSError:
             self._start = None
         self._t0 = time.monotonic()
@@ -228,6 +229,7 @@ class CpuMeter:
             return {}
         try:
             busy, ours = self._busy() - self._start[0], self._ours() - self._start[1]
+            workers = self._ours(only="worker") - self._start[2]
         except OSError:
             return {}
         wall = time.monotonic() - self._t0
@@ -236,6 +238,7 @@ class CpuMeter:
             "machine_busy_core_s": round(busy / self.tick, 1),
             "benchmark_core_s": round(ours / self.tick, 1),
             "other_processes_core_s": round(max(0, busy - ours) / self.tick, 1),
+            "workers_core_s": round(workers / self.tick, 1),
         }
 
 
@@ -474,14 +477,16 @@ def print_tables(report: dict) -> None:
     )
     print(
         f"{'workers x torch threads':>24} {'wall s':>8} {'jobs/min':>9} {'job s (median)':>15} {'per worker':>11} "
-        f"{'others core-s':>14}"
+        f"{'worker core-s/job':>18} {'others core-s':>14}"
     )
     for row in report["throughput"]:
         print(
             f"{row['config']:>24} {row['wall_s']:>8.1f} {row['jobs_per_min']:>9.1f} {row['job_run_s_median']:>15.2f} "
-            f"{'/'.join(map(str, row['jobs_per_worker'])):>11} {row['cpu'].get('other_processes_core_s', '?'):>14}"
+            f"{'/'.join(map(str, row['jobs_per_worker'])):>11} {row.get('worker_core_s_per_job', '?'):>18} "
+            f"{row['cpu'].get('other_processes_core_s', '?'):>14}"
         )
-    print("  (others core-s: CPU time other processes on this machine took during the burst)")
+    print("  (worker core-s/job: CPU the workers spent per job; others core-s: CPU time other processes on this")
+    print("   machine took during the burst)")
     if report.get("reload"):
         reload = report["reload"]
         print(
@@ -602,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
                 **run_burst(a, redis_client, photo, style, args.burst, timeout_s=1800),
             }
             row["cpu"] = meter.stop()
+            if row["cpu"]:
+                # CPU the workers spent per job: what a job costs whatever else runs on the machine
+                row["worker_core_s_per_job"] = round(row["cpu"]["workers_core_s"] / row["jobs"], 2)
             print(
                 f"  {row['config']}: {row['jobs']} jobs in {row['wall_s']} s = {row['jobs_per_min']} jobs/min "
                 f"(per worker {row['jobs_per_worker']})",
