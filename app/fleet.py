@@ -8,7 +8,7 @@ What lives in Redis (every key starts with ``cinstyle:``):
 | ``styles:version`` | bumped on every save/delete; ``styles:changed`` (pub/sub) announces it |
 | ``styles:pending:<name>`` | a learn job holds the name (SET NX, expires) |
 | ``job:<id>`` (hash) | the job record (status, progress, times, error, params, summary) |
-| ``job:<id>:inputs`` (hash) | the decoded uploads as PNG, deleted when the job starts |
+| ``job:<id>:inputs`` (hash) | the decoded uploads as PNG, deleted once a worker has read them |
 | ``job:<id>:result`` | the result image; record and result expire ``CINSTYLE_RESULT_TTL_S`` after the end |
 | ``job:<id>:cancel`` | set by any replica; the worker checks it between optimisation steps |
 | ``queue:queued``, ``queue:reserved`` (zsets) | the fleet-wide queue bound: queued jobs and upload slots |
@@ -16,9 +16,10 @@ What lives in Redis (every key starts with ``cinstyle:``):
   ``CINSTYLE_JOB_LOST_S`` |
 
 Jobs travel on Celery (Redis broker, JSON messages holding only the job id; nothing
-is unpickled). Celery redelivers the message of a worker killed mid-job (late
-acknowledgement); a redelivered job that was already reported lost is skipped, so a
-job never runs twice and never stays ``running``.
+is unpickled). Messages are acknowledged late, so one whose worker was killed is
+redelivered (after the broker's visibility timeout); the job itself is reported failed
+by the heartbeat reaper within ``CINSTYLE_JOB_LOST_S``, and a redelivered job that is no
+longer queued is skipped, so a job never runs twice and never stays ``running``.
 """
 
 import json
@@ -340,6 +341,8 @@ def finish_job(client: redis.Redis, script: Any, job: Job, status: str, error: s
     for key, value in _encode_record(values).items():
         args += [key, value]
     ended = bool(script(keys=[_job_key(job.id), RUNNING_SET, QUEUED_SET], args=args))
+    if not ended and result is not None:
+        client.delete(_job_key(job.id, ":result"))  # the job had been ended already (cancelled or lost)
     if ended:
         client.expire(_job_key(job.id), int(ttl_s))
         client.delete(_job_key(job.id, ":inputs"), _job_key(job.id, ":cancel"))
@@ -404,7 +407,7 @@ def run_claimed_job(client: redis.Redis, job_id: str, env: Any, ttl_s: float, he
     finish = client.register_script(_FINISH)
     now = time.time()
     claimed = client.register_script(_CLAIM)(keys=[QUEUED_SET, RUNNING_SET, _job_key(job_id)],
-                                              args=[job_id, now, json.dumps(now), worker_id()])
+                                              args=[job_id, now, json.dumps(now), json.dumps(worker_id())])
     if not claimed:
         log.info("job %s is no longer queued (cancelled, lost or run elsewhere); skipped", job_id)
         return None
@@ -425,6 +428,7 @@ def run_claimed_job(client: redis.Redis, job_id: str, env: Any, ttl_s: float, he
     try:
         images = unpack_images({k.decode(): v for k, v in client.hgetall(_job_key(job_id, ":inputs")).items()},
                                env.settings.max_pixels)
+        client.delete(_job_key(job_id, ":inputs"))  # in this process's memory now; Redis need not keep it
         outcome: JobOutcome = run_job(env, job.kind, images, job.params, context)
         if outcome.data is not None:
             result = (outcome.data, outcome.media_type or "application/octet-stream")

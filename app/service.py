@@ -72,7 +72,7 @@ class Service:
         settings = self.settings
         client = fleet.connect(settings.redis_url)
         self.store = fleet.RedisStyleStore(client)
-        celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=settings.slow_time_limit_s * 4)
+        celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=fleet.PENDING_NAME_S)
         self.jobs = fleet.RedisJobQueue(client, celery_app, settings.queue_size, settings.result_ttl_s,
                                         self.metrics, lost_after_s=settings.job_lost_s)
         self.redis_up = False

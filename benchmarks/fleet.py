@@ -319,7 +319,7 @@ def wait_jobs(client: httpx.Client, ids: list[str], timeout_s: float, interval_s
 
 
 def worker_of(redis_client: redis.Redis, job_id: str) -> str:
-    # the claim script writes ``host:pid`` as it is (the other fields of the record are JSON)
+    # the claim records ``host:pid`` as JSON, like every field of the record
     raw = redis_client.hget(f"cinstyle:job:{job_id}", "worker")
     return raw.decode().strip('"') if raw else "?"
 

@@ -149,7 +149,7 @@ def test_a_worker_killed_mid_job_leaves_a_clear_failure_not_a_running_job(fleet)
     redis_server, (a, b), workers = fleet
     job_id = slow_submit(a.client).json()["id"]
     assert wait_until(lambda: b.client.get(f"/v1/jobs/{job_id}").json()["status"] == "running", 30)
-    owner = redis_server.client().hget(f"cinstyle:job:{job_id}", "worker").decode()
+    owner = json.loads(redis_server.client().hget(f"cinstyle:job:{job_id}", "worker"))
     victim = next(w for w in workers if owner.endswith(f":{w.pid}"))
     os.kill(victim.pid, signal.SIGKILL)
     victim.process.wait(10)
