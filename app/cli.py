@@ -27,8 +27,12 @@ def _add_stylize(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--steps", type=int, default=None, help="slow path: optimisation steps")
     p.add_argument("--time-limit", type=float, default=None, help="slow path: seconds")
-    p.add_argument("--init", choices=("content", "nearest"), default="content",
-                   help="slow path: start from the photo, or from the bank blend nearest to the painting")
+    p.add_argument(
+        "--init",
+        choices=("content", "nearest"),
+        default="content",
+        help="slow path: start from the photo, or from the bank blend nearest to the painting",
+    )
 
 
 def _add_train(sub) -> None:
@@ -37,24 +41,40 @@ def _add_train(sub) -> None:
     p.add_argument("--style-names", nargs="+", default=None)
     p.add_argument("--content", help="folder of content photos (searched recursively)")
     p.add_argument("--out", type=Path, required=True, help="run folder (state, samples, loss plot, bank)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from RUN/state.safetensors and RUN/train_config.json")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from RUN/state.safetensors and RUN/train_config.json"
+    )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--resize-range", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="scale photos' shorter side to a random value in [LOW, HIGH] before cropping "
-                        "(default: to --image-size); match it to the size you will stylize at")
+    p.add_argument(
+        "--resize-range",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="scale photos' shorter side to a random value in [LOW, HIGH] before cropping "
+        "(default: to --image-size); match it to the size you will stylize at",
+    )
     p.add_argument("--style-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--style-lr-scale", type=float, default=None,
-                   help="learning-rate multiplier for the per-style gamma/beta rows (default 1)")
+    p.add_argument(
+        "--style-lr-scale",
+        type=float,
+        default=None,
+        help="learning-rate multiplier for the per-style gamma/beta rows (default 1)",
+    )
     p.add_argument("--channels", type=int, nargs=3, default=None)
     p.add_argument("--n-residual", type=int, default=None)
     p.add_argument("--decoder-channels", type=int, nargs=2, default=None, help="decoder widths at 1/2x and 1x")
     p.add_argument("--outer-kernel", type=int, default=None, help="kernel of the first and last convolution")
-    p.add_argument("--style-layer-weight", action="append", default=None, metavar="LAYER=W",
-                   help="weight of one style layer's relative Gram error (repeatable), e.g. relu4_1=4")
+    p.add_argument(
+        "--style-layer-weight",
+        action="append",
+        default=None,
+        metavar="LAYER=W",
+        help="weight of one style layer's relative Gram error (repeatable), e.g. relu4_1=4",
+    )
     p.add_argument("--content-weight", type=float, default=None)
     p.add_argument("--style-weight", type=float, default=None)
     p.add_argument("--tv-weight", type=float, default=None)
@@ -80,10 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank", type=Path, default=None, help="bank folder (default: the bundled model)")
     p.add_argument("--style", type=Path, required=True, help="the painting")
     p.add_argument("--name", required=True)
-    p.add_argument("--content", type=Path, default=None,
-                   help="folder of content photos (default: scikit-image's public-domain sample photos)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="learned-style file or folder (default: ./learned/<name>.safetensors)")
+    p.add_argument(
+        "--content",
+        type=Path,
+        default=None,
+        help="folder of content photos (default: scikit-image's public-domain sample photos)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="learned-style file or folder (default: ./learned/<name>.safetensors)"
+    )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p = sub.add_parser("evaluate", help="style/content losses per style vs the photo and the slow path; contact sheet")
@@ -93,15 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, contact_sheet.png")
     p.add_argument("--max-photos", type=int, default=None)
     p.add_argument("--slow-steps", type=int, default=None)
-    p.add_argument("--strength", type=float, default=None,
-                   help="score the network's output mixed with the photo, as the service's strength (default 1)")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="score the network's output mixed with the photo, as the service's strength (default 1)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p = sub.add_parser("serve", help="run the HTTP service (settings from CINSTYLE_* environment variables)")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--checkpoint", type=Path, default=None)
-    sub.add_parser("worker", help="run slow-path and learn-a-style jobs from the fleet's Redis queue "
-                                  "(settings from CINSTYLE_* variables; needs CINSTYLE_REDIS_URL)")
+    sub.add_parser(
+        "worker",
+        help="run slow-path and learn-a-style jobs from the fleet's Redis queue "
+        "(settings from CINSTYLE_* variables; needs CINSTYLE_REDIS_URL)",
+    )
     return parser
 
 
@@ -114,8 +146,13 @@ def fraction_bar(desc: str) -> Iterator[Callable[[float], None]]:
     """
     from tqdm import tqdm
 
-    with tqdm(total=100, desc=desc, disable=None, dynamic_ncols=True,
-              bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]") as bar:
+    with tqdm(
+        total=100,
+        desc=desc,
+        disable=None,
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+    ) as bar:
 
         def progress(fraction: float) -> None:
             bar.update(max(0, round(min(max(fraction, 0.0), 1.0) * 100) - bar.n))
@@ -169,14 +206,14 @@ def _cmd_stylize(args) -> int:
             init = nearest.image
             print(f"starting from the nearest blend {nearest.spec(bank.style_names)}", file=sys.stderr)
         with fraction_bar("slow path") as progress:
-            result = slow_stylize(content, style, loss_network, SlowConfig(**overrides), init=init,
-                                  progress=progress)
+            result = slow_stylize(content, style, loss_network, SlowConfig(**overrides), init=init, progress=progress)
         result = mix_with_original(result, content, args.strength, args.preserve_color)
     else:
         bank = load_bank(args.checkpoint, device=device)
         mix = parse_style_spec(args.style, bank.style_names)
-        result = stylize_tensor(bank.network, content, mix.vector(bank.style_names, device),
-                                args.strength, args.preserve_color)
+        result = stylize_tensor(
+            bank.network, content, mix.vector(bank.style_names, device), args.strength, args.preserve_color
+        )
         print(f"style weights: {mix.header()}", file=sys.stderr)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(encode_image(tensor_to_image(result.to(torch.float32)), fmt, alpha=decoded.alpha))
@@ -197,17 +234,27 @@ def _cmd_train(args) -> int:
     elif args.styles is None or args.content is None:
         raise CinstyleError("--styles and --content are required (or --resume with an existing run folder)")
     overrides = {
-        "styles": tuple(args.styles) if args.styles else None, "content_dir": args.content,
+        "styles": tuple(args.styles) if args.styles else None,
+        "content_dir": args.content,
         "style_names": tuple(args.style_names) if args.style_names else None,
-        "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
         "resize_range": tuple(args.resize_range) if args.resize_range else None,
-        "style_size": args.style_size, "lr": args.lr,
-        "style_lr_scale": args.style_lr_scale, "channels": tuple(args.channels) if args.channels else None,
-        "n_residual": args.n_residual, "outer_kernel": args.outer_kernel,
+        "style_size": args.style_size,
+        "lr": args.lr,
+        "style_lr_scale": args.style_lr_scale,
+        "channels": tuple(args.channels) if args.channels else None,
+        "n_residual": args.n_residual,
+        "outer_kernel": args.outer_kernel,
         "decoder_channels": tuple(args.decoder_channels) if args.decoder_channels else None,
-        "seed": args.seed, "device": args.device, "vgg_source": args.vgg,
-        "sample_every": args.sample_every, "state_every_s": args.state_every,
-        "holdout_fraction": args.holdout_fraction, "init_bank": args.init_bank,
+        "seed": args.seed,
+        "device": args.device,
+        "vgg_source": args.vgg,
+        "sample_every": args.sample_every,
+        "state_every_s": args.state_every,
+        "holdout_fraction": args.holdout_fraction,
+        "init_bank": args.init_bank,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["out_dir"] = str(args.out)
@@ -259,16 +306,23 @@ def _cmd_worker(args) -> int:
     return run_worker(Settings())
 
 
-COMMANDS = {"stylize": _cmd_stylize, "styles": _cmd_styles, "train": _cmd_train, "add-style": _cmd_add_style,
-            "evaluate": _cmd_evaluate, "serve": _cmd_serve,
-            "worker": _cmd_worker}
+COMMANDS = {
+    "stylize": _cmd_stylize,
+    "styles": _cmd_styles,
+    "train": _cmd_train,
+    "add-style": _cmd_add_style,
+    "evaluate": _cmd_evaluate,
+    "serve": _cmd_serve,
+    "worker": _cmd_worker,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = args.verbose or args.command in ("train", "serve", "worker")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return COMMANDS[args.command](args)
     except CinstyleError as exc:

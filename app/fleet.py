@@ -82,8 +82,9 @@ def redis_errors():
     try:
         yield
     except redis.RedisError as exc:
-        raise RedisUnavailableError(f"the job and style store (Redis) is unreachable ({type(exc).__name__}); "
-                                    "retry in a moment") from exc
+        raise RedisUnavailableError(
+            f"the job and style store (Redis) is unreachable ({type(exc).__name__}); retry in a moment"
+        ) from exc
 
 
 def _job_key(job_id: str, suffix: str = "") -> str:
@@ -205,8 +206,9 @@ def _decode_job(raw: dict[bytes, bytes]) -> Job:
 class RedisJobQueue:
     """`app.jobs.JobQueue` on Redis + Celery: any replica submits, polls, cancels and fetches any job."""
 
-    def __init__(self, client: redis.Redis, celery_app: Any, queue_size: int, ttl_s: float, metrics: Metrics,
-                 lost_after_s: float) -> None:
+    def __init__(
+        self, client: redis.Redis, celery_app: Any, queue_size: int, ttl_s: float, metrics: Metrics, lost_after_s: float
+    ) -> None:
         self.redis = client
         self.celery = celery_app
         self.queue_size = queue_size
@@ -226,13 +228,16 @@ class RedisJobQueue:
         token = uuid.uuid4().hex
         now = time.time()
         with redis_errors():
-            taken = self._reserve(keys=[QUEUED_SET, RESERVED_SET], args=[now, now + RESERVATION_S, self.queue_size,
-                                                                        token])
+            taken = self._reserve(
+                keys=[QUEUED_SET, RESERVED_SET], args=[now, now + RESERVATION_S, self.queue_size, token]
+            )
         if not taken:
             counts = self.counts()
             self.metrics.jobs_rejected.inc()
-            raise QueueFullError(f"the job queue is full ({counts[QUEUED]} queued across the fleet, limit "
-                                 f"{self.queue_size}); retry later")
+            raise QueueFullError(
+                f"the job queue is full ({counts[QUEUED]} queued across the fleet, limit "
+                f"{self.queue_size}); retry later"
+            )
 
         def release() -> None:
             try:
@@ -242,8 +247,14 @@ class RedisJobQueue:
 
         return Reservation(release)
 
-    def submit_job(self, kind: str, images: dict[str, Any], params: dict[str, Any],
-                   reservation: Reservation | None = None, on_finish: Callable[[Job], None] | None = None) -> Job:
+    def submit_job(
+        self,
+        kind: str,
+        images: dict[str, Any],
+        params: dict[str, Any],
+        reservation: Reservation | None = None,
+        on_finish: Callable[[Job], None] | None = None,
+    ) -> Job:
         from app.tasks import pack_images
 
         slot = reservation if reservation is not None else self.reserve()
@@ -325,9 +336,17 @@ class RedisJobQueue:
             self.redis.delete(f"{PREFIX}styles:pending:{job.params['name']}")
 
 
-def finish_job(client: redis.Redis, script: Any, job: Job, status: str, error: str | None, ttl_s: float,
-               summary: dict[str, Any] | None = None, result: tuple[bytes, str] | None = None,
-               lost_before: float | None = None) -> bool:
+def finish_job(
+    client: redis.Redis,
+    script: Any,
+    job: Job,
+    status: str,
+    error: str | None,
+    ttl_s: float,
+    summary: dict[str, Any] | None = None,
+    result: tuple[bytes, str] | None = None,
+    lost_before: float | None = None,
+) -> bool:
     """Record the end of ``job`` once (False if it had ended already); result and record expire after ``ttl_s``."""
     values: dict[str, Any] = {"status": status, "error": error, "finished_at": time.time()}
     if summary is not None:
@@ -398,16 +417,18 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_claimed_job(client: redis.Redis, job_id: str, env: Any, ttl_s: float, heartbeat_s: float,
-                    metrics: Metrics | None = None) -> str | None:
+def run_claimed_job(
+    client: redis.Redis, job_id: str, env: Any, ttl_s: float, heartbeat_s: float, metrics: Metrics | None = None
+) -> str | None:
     """Claim ``job_id`` and run it (the Celery task's body); returns its final status, or None if not claimed."""
     from app.tasks import run_job, unpack_images
 
     check_job_id(job_id)
     finish = client.register_script(_FINISH)
     now = time.time()
-    claimed = client.register_script(_CLAIM)(keys=[QUEUED_SET, RUNNING_SET, _job_key(job_id)],
-                                              args=[job_id, now, json.dumps(now), json.dumps(worker_id())])
+    claimed = client.register_script(_CLAIM)(
+        keys=[QUEUED_SET, RUNNING_SET, _job_key(job_id)], args=[job_id, now, json.dumps(now), json.dumps(worker_id())]
+    )
     if not claimed:
         log.info("job %s is no longer queued (cancelled, lost or run elsewhere); skipped", job_id)
         return None
@@ -426,8 +447,9 @@ def run_claimed_job(client: redis.Redis, job_id: str, env: Any, ttl_s: float, he
     context = _RedisProgress(client, job)
     result = summary = None
     try:
-        images = unpack_images({k.decode(): v for k, v in client.hgetall(_job_key(job_id, ":inputs")).items()},
-                               env.settings.max_pixels)
+        images = unpack_images(
+            {k.decode(): v for k, v in client.hgetall(_job_key(job_id, ":inputs")).items()}, env.settings.max_pixels
+        )
         client.delete(_job_key(job_id, ":inputs"))  # in this process's memory now; Redis need not keep it
         outcome: JobOutcome = run_job(env, job.kind, images, job.params, context)
         if outcome.data is not None:
@@ -457,10 +479,16 @@ def make_celery(redis_url: str, visibility_timeout_s: float) -> Any:
 
     celery_app = Celery("cinstyle", broker=redis_url)
     celery_app.conf.update(
-        task_serializer="json", accept_content=["json"], result_serializer="json", task_ignore_result=True,
-        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": int(visibility_timeout_s)},
-        broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
         task_default_queue="cinstyle",
     )
     return celery_app
@@ -470,8 +498,14 @@ class FleetWatcher:
     """A thread in every API replica and worker: follows the style version (pub/sub, and a poll every
     second as a fallback) and reaps jobs whose worker stopped. Survives Redis restarts."""
 
-    def __init__(self, client: redis.Redis, on_change: Callable[[], Any], reap: Callable[[], Any] | None = None,
-                 on_health: Callable[[bool], None] | None = None, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        on_change: Callable[[], Any],
+        reap: Callable[[], Any] | None = None,
+        on_health: Callable[[bool], None] | None = None,
+        interval_s: float = 1.0,
+    ) -> None:
         self.redis = client
         self.on_change, self.reap, self.on_health = on_change, reap, on_health
         self.interval_s = interval_s

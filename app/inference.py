@@ -54,31 +54,57 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> DecodedImage:
 
 def encode_result(result: torch.Tensor, decoded: DecodedImage, fmt: str, inference_ms: float) -> Rendered:
     image = tensor_to_image(result)
-    return Rendered(encode_image(image, fmt, alpha=decoded.alpha), media_type(fmt), image.width, image.height,
-                    inference_ms)
+    return Rendered(
+        encode_image(image, fmt, alpha=decoded.alpha), media_type(fmt), image.width, image.height, inference_ms
+    )
 
 
-def stylize_upload(view: BankSnapshot, data: bytes, mix: StyleMix, *, strength: float, preserve_color: bool,
-                   fmt: str, max_side: int, max_pixels: int) -> Rendered:
+def stylize_upload(
+    view: BankSnapshot,
+    data: bytes,
+    mix: StyleMix,
+    *,
+    strength: float,
+    preserve_color: bool,
+    fmt: str,
+    max_side: int,
+    max_pixels: int,
+) -> Rendered:
     """The fast path: one forward pass of the CIN network with the mix's weight vector."""
     decoded = decode_upload(data, max_pixels, max_side)
     return stylize_decoded(view, decoded, mix, strength=strength, preserve_color=preserve_color, fmt=fmt)
 
 
-def stylize_decoded(view: BankSnapshot, decoded: DecodedImage, mix: StyleMix, *, strength: float = 1.0,
-                    preserve_color: bool = False, fmt: str = "png") -> Rendered:
+def stylize_decoded(
+    view: BankSnapshot,
+    decoded: DecodedImage,
+    mix: StyleMix,
+    *,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+    fmt: str = "png",
+) -> Rendered:
     content = image_to_tensor(decoded.rgb)
     started = time.perf_counter()
-    result = stylize_tensor(view.runner, content, mix.vector(list(view.names), view.device), strength,
-                            preserve_color)
+    result = stylize_tensor(view.runner, content, mix.vector(list(view.names), view.device), strength, preserve_color)
     _synchronize(view.device)
     return encode_result(result, decoded, fmt, (time.perf_counter() - started) * 1000.0)
 
 
-def slow_stylize_decoded(content: DecodedImage, style: Image.Image, loss_network: Any, *, steps: int,
-                         time_limit_s: float, strength: float, preserve_color: bool, fmt: str,
-                         progress: Progress | None = None, cancel: threading.Event | None = None,
-                         start_from: tuple[Runner, tuple[str, ...]] | None = None) -> tuple[Rendered, str | None]:
+def slow_stylize_decoded(
+    content: DecodedImage,
+    style: Image.Image,
+    loss_network: Any,
+    *,
+    steps: int,
+    time_limit_s: float,
+    strength: float,
+    preserve_color: bool,
+    fmt: str,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    start_from: tuple[Runner, tuple[str, ...]] | None = None,
+) -> tuple[Rendered, str | None]:
     """The slow path: Gram-matrix optimisation of the upload's pixels against ``style``.
 
     With ``start_from`` (a runner and its style names) the pixels start from that bank's
@@ -96,8 +122,9 @@ def slow_stylize_decoded(content: DecodedImage, style: Image.Image, loss_network
         nearest = nearest_blend(runner, content_tensor, style_tensor, loss_network)
         init, blend = nearest.image, nearest.spec(names)
     config = SlowConfig(steps=steps, time_limit_s=time_limit_s)
-    result = slow_stylize(content_tensor, style_tensor, loss_network, config, progress=progress, cancel=cancel,
-                          init=init)
+    result = slow_stylize(
+        content_tensor, style_tensor, loss_network, config, progress=progress, cancel=cancel, init=init
+    )
     result = mix_with_original(result, content_tensor, strength, preserve_color)
     _synchronize(device)
     return encode_result(result, content, fmt, (time.perf_counter() - started) * 1000.0), blend
@@ -109,9 +136,20 @@ class LearnedStyle:
     metadata: dict[str, Any]
 
 
-def learn_new_style(bank: StyleBank, style: Image.Image, name: str, loss_network: Any, content: list[torch.Tensor],
-                    *, steps: int, batch_size: int, image_size: int, source_sha256: str,
-                    progress: Progress | None = None, cancel: threading.Event | None = None) -> LearnedStyle:
+def learn_new_style(
+    bank: StyleBank,
+    style: Image.Image,
+    name: str,
+    loss_network: Any,
+    content: list[torch.Tensor],
+    *,
+    steps: int,
+    batch_size: int,
+    image_size: int,
+    source_sha256: str,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> LearnedStyle:
     """Fit one new gamma/beta row for ``style`` with every convolution frozen, with the bank's loss weights."""
     from training.add_style import (
         AddStyleConfig,
@@ -122,13 +160,20 @@ def learn_new_style(bank: StyleBank, style: Image.Image, name: str, loss_network
     )
 
     device = next(loss_network.parameters()).device
-    config = AddStyleConfig(steps=steps, batch_size=batch_size, image_size=image_size,
-                            resize_range=bank_resize_range(bank, image_size), loss_weights=bank_loss_weights(bank))
+    config = AddStyleConfig(
+        steps=steps,
+        batch_size=batch_size,
+        image_size=image_size,
+        resize_range=bank_resize_range(bank, image_size),
+        loss_weights=bank_loss_weights(bank),
+    )
     started = time.perf_counter()
-    rows = learn_style(bank, image_to_tensor(style).to(device), name, loss_network, content, config,
-                       progress=progress, cancel=cancel)
-    metadata = learned_style_metadata(source_sha256, config, learned_with="cinstyle service",
-                                      learn_seconds=round(time.perf_counter() - started, 1))
+    rows = learn_style(
+        bank, image_to_tensor(style).to(device), name, loss_network, content, config, progress=progress, cancel=cancel
+    )
+    metadata = learned_style_metadata(
+        source_sha256, config, learned_with="cinstyle service", learn_seconds=round(time.perf_counter() - started, 1)
+    )
     return LearnedStyle(rows, metadata)
 
 
@@ -140,8 +185,10 @@ def load_content_images(content_dir, image_size: int) -> list[torch.Tensor]:
         try:
             return default_content_images()
         except ImportError as exc:  # the built-in photos come from scikit-image
-            raise CinstyleError("learning a style needs content photos: set CINSTYLE_CONTENT_DIR to a folder of "
-                                f"photos, or install scikit-image for the built-in set ({exc})") from exc
+            raise CinstyleError(
+                "learning a style needs content photos: set CINSTYLE_CONTENT_DIR to a folder of "
+                f"photos, or install scikit-image for the built-in set ({exc})"
+            ) from exc
     from training.data import list_content_images, load_images, photo_load_side
 
     return load_images(list_content_images(content_dir), max_side=photo_load_side(image_size))

@@ -76,9 +76,14 @@ class JobQueue(Protocol):
 
     def reserve(self) -> "Reservation": ...
 
-    def submit_job(self, kind: str, images: dict[str, Any], params: dict[str, Any],
-                   reservation: "Reservation | None" = None,
-                   on_finish: "Callable[[Job], None] | None" = None) -> "Job": ...
+    def submit_job(
+        self,
+        kind: str,
+        images: dict[str, Any],
+        params: dict[str, Any],
+        reservation: "Reservation | None" = None,
+        on_finish: "Callable[[Job], None] | None" = None,
+    ) -> "Job": ...
 
     def get(self, job_id: str) -> "Job": ...
 
@@ -135,8 +140,20 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event, repr=False)
     cancel_requested: bool = False
 
-    _RECORD_FIELDS = ("id", "kind", "status", "progress", "created_at", "started_at", "finished_at", "error",
-                      "params", "summary", "result_file", "media_type")
+    _RECORD_FIELDS = (
+        "id",
+        "kind",
+        "status",
+        "progress",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+        "params",
+        "summary",
+        "result_file",
+        "media_type",
+    )
 
     def advance(self, fraction: float) -> None:
         """Monotonic progress, clamped to [0, 1] (NaN ignored)."""
@@ -156,8 +173,11 @@ class Job:
     def from_record(cls, data: dict[str, Any]) -> "Job":
         values = {name: data[name] for name in cls._RECORD_FIELDS if name in data}
         job = cls(**values)
-        if not isinstance(job.id, str) or not _JOB_ID.fullmatch(job.id) or job.status not in (QUEUED, RUNNING,
-                                                                                                  *FINISHED):
+        if (
+            not isinstance(job.id, str)
+            or not _JOB_ID.fullmatch(job.id)
+            or job.status not in (QUEUED, RUNNING, *FINISHED)
+        ):
             raise ValueError(f"bad job record {data.get('id')!r}")
         allowed = {f"{job.id}.{ext}" for ext in (*_RESULT_EXTENSIONS.values(), "bin")}
         if job.result_file is not None and job.result_file not in allowed:  # never a path out of the jobs dir
@@ -179,8 +199,16 @@ def check_job_id(job_id: str) -> str:
 
 
 class JobManager:
-    def __init__(self, jobs_dir: Path, queue_size: int, workers: int, ttl_s: float, metrics: Metrics,
-                 reconcile: Reconcile | None = None, execute: Execute | None = None) -> None:
+    def __init__(
+        self,
+        jobs_dir: Path,
+        queue_size: int,
+        workers: int,
+        ttl_s: float,
+        metrics: Metrics,
+        reconcile: Reconcile | None = None,
+        execute: Execute | None = None,
+    ) -> None:
         """``reconcile(job)``: for a job a kill interrupted, the outcome it reached anyway (e.g. a learned
         style that was committed before its record said so), or None (it is reported interrupted).
         ``execute(kind, images, params, ctx)``: runs what `submit_job` queues (`app.tasks.run_job`)."""
@@ -279,8 +307,10 @@ class JobManager:
             if queued + self._reserved >= self.queue_size:
                 self.metrics.jobs_rejected.inc()
                 running = sum(1 for job in self._jobs.values() if job.status == RUNNING)
-                raise QueueFullError(f"the job queue is full ({queued} queued, {self._reserved} being uploaded, "
-                                     f"{running} running, limit {self.queue_size} queued); retry later")
+                raise QueueFullError(
+                    f"the job queue is full ({queued} queued, {self._reserved} being uploaded, "
+                    f"{running} running, limit {self.queue_size} queued); retry later"
+                )
             self._reserved += 1
         return Reservation(self._unreserve)
 
@@ -288,8 +318,14 @@ class JobManager:
         with self._lock:
             self._reserved -= 1
 
-    def submit(self, kind: str, work: Work, params: dict[str, Any] | None = None,
-               on_finish: Callable[[Job], None] | None = None, reservation: Reservation | None = None) -> Job:
+    def submit(
+        self,
+        kind: str,
+        work: Work,
+        params: dict[str, Any] | None = None,
+        on_finish: Callable[[Job], None] | None = None,
+        reservation: Reservation | None = None,
+    ) -> Job:
         """Queue ``work``, in the slot ``reservation`` holds (or a fresh one: 429 if the queue is full)."""
         with self._lock:
             slot = reservation if reservation is not None else self.reserve()
@@ -301,14 +337,21 @@ class JobManager:
         self._queue.put(job)
         return job
 
-    def submit_job(self, kind: str, images: dict[str, Any], params: dict[str, Any],
-                   reservation: Reservation | None = None, on_finish: Callable[[Job], None] | None = None) -> Job:
+    def submit_job(
+        self,
+        kind: str,
+        images: dict[str, Any],
+        params: dict[str, Any],
+        reservation: Reservation | None = None,
+        on_finish: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Queue the job function of ``kind`` (run by ``execute``) on these images and params."""
         execute = self.execute
         if execute is None:
             raise RuntimeError("this JobManager was built without an execute function")
-        return self.submit(kind, lambda ctx: execute(kind, images, params, ctx), params, on_finish=on_finish,
-                           reservation=reservation)
+        return self.submit(
+            kind, lambda ctx: execute(kind, images, params, ctx), params, on_finish=on_finish, reservation=reservation
+        )
 
     def get(self, job_id: str) -> Job:
         check_job_id(job_id)
@@ -346,15 +389,19 @@ class JobManager:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            return {status: sum(1 for j in self._jobs.values() if j.status == status)
-                    for status in (QUEUED, RUNNING, *FINISHED)}
+            return {
+                status: sum(1 for j in self._jobs.values() if j.status == status)
+                for status in (QUEUED, RUNNING, *FINISHED)
+            }
 
     def purge_expired(self, now: float | None = None) -> None:
         now = now or time.time()
         with self._lock:
-            expired = [job for job in self._jobs.values()
-                       if job.status in FINISHED and job.finished_at is not None
-                       and now - job.finished_at > self.ttl_s]
+            expired = [
+                job
+                for job in self._jobs.values()
+                if job.status in FINISHED and job.finished_at is not None and now - job.finished_at > self.ttl_s
+            ]
             for job in expired:
                 del self._jobs[job.id]
                 if job.result_file:

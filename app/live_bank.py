@@ -161,8 +161,12 @@ class LiveBank:
     def _snapshot(self, bank: StyleBank, version: int) -> BankSnapshot:
         if bank.network is not self._base.network:
             bank.network.to(device=self._device, dtype=self._dtype)  # a new network: never one in use
-        return BankSnapshot(bank=bank, runner=self._make_runner(bank.network), version=version,
-                            styles=tuple(dataclasses.replace(s, metadata=dict(s.metadata)) for s in bank.styles))
+        return BankSnapshot(
+            bank=bank,
+            runner=self._make_runner(bank.network),
+            version=version,
+            styles=tuple(dataclasses.replace(s, metadata=dict(s.metadata)) for s in bank.styles),
+        )
 
     def _swap(self, snapshot: BankSnapshot, changed: set[str]) -> None:
         self.current = snapshot  # one reference assignment: readers see the old or the new snapshot

@@ -25,12 +25,15 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 def serve(host: str | None = None, port: int | None = None, checkpoint: Path | str | None = None) -> int:
-    overrides = {key: value for key, value in (("host", host), ("port", port), ("checkpoint", checkpoint))
-                 if value is not None}
+    overrides = {
+        key: value for key, value in (("host", host), ("port", port), ("checkpoint", checkpoint)) if value is not None
+    }
     settings = Settings(**overrides)
     limit_malloc_arenas()
-    log.info("serving %s on http://%s:%d (data dir %s)", settings.checkpoint, settings.host, settings.port,
-             settings.data_dir)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=15)
+    log.info(
+        "serving %s on http://%s:%d (data dir %s)", settings.checkpoint, settings.host, settings.port, settings.data_dir
+    )
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=15
+    )
     return 0

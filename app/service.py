@@ -39,6 +39,7 @@ from model.transformer import TransformerNet
 
 log = logging.getLogger(__name__)
 
+
 class Service:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -55,9 +56,15 @@ class Service:
             self._connect_fleet()
         else:
             self.store = LocalStyleStore(settings.styles_dir)
-            self.jobs = JobManager(settings.jobs_dir, settings.queue_size, settings.job_workers,
-                                   settings.result_ttl_s, metrics, reconcile=self._reconcile,
-                                   execute=partial(run_job, self))
+            self.jobs = JobManager(
+                settings.jobs_dir,
+                settings.queue_size,
+                settings.job_workers,
+                settings.result_ttl_s,
+                metrics,
+                reconcile=self._reconcile,
+                execute=partial(run_job, self),
+            )
         # Uploads for jobs are decoded here, a few at a time, so a burst cannot decode them all at once.
         self.codec_limiter = anyio.CapacityLimiter(settings.resolved_codec_workers())
         self.previews = PreviewCache()
@@ -73,11 +80,18 @@ class Service:
         client = fleet.connect(settings.redis_url)
         self.store = fleet.RedisStyleStore(client)
         celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=fleet.PENDING_NAME_S)
-        self.jobs = fleet.RedisJobQueue(client, celery_app, settings.queue_size, settings.result_ttl_s,
-                                        self.metrics, lost_after_s=settings.job_lost_s)
+        self.jobs = fleet.RedisJobQueue(
+            client,
+            celery_app,
+            settings.queue_size,
+            settings.result_ttl_s,
+            self.metrics,
+            lost_after_s=settings.job_lost_s,
+        )
         self.redis_up = False
-        self.watcher = fleet.FleetWatcher(client, on_change=self._follow_store, reap=self.jobs.reap_lost,
-                                          on_health=self._set_redis_health)
+        self.watcher = fleet.FleetWatcher(
+            client, on_change=self._follow_store, reap=self.jobs.reap_lost, on_health=self._set_redis_health
+        )
 
     def _set_redis_health(self, up: bool) -> None:
         self.redis_up = up
@@ -121,8 +135,11 @@ class Service:
         try:
             bank = load_bank(settings.checkpoint, device=self.device)
         except Exception as exc:  # noqa: BLE001
-            self.load_error = ("the checkpoint is not a valid cinstyle bank" if isinstance(exc, BankFormatError)
-                               else f"reading the checkpoint raised {type(exc).__name__}")
+            self.load_error = (
+                "the checkpoint is not a valid cinstyle bank"
+                if isinstance(exc, BankFormatError)
+                else f"reading the checkpoint raised {type(exc).__name__}"
+            )
             log.exception("could not load the style bank %s", settings.checkpoint)
             return
         while True:
@@ -147,8 +164,13 @@ class Service:
         registry.listeners.append(lambda _names: self._count_styles())
         self.registry = registry
         self._count_styles()
-        log.info("ready: %d styles on %s, backend %s, %d inference slot(s)", len(registry.styles()), self.device,
-                 self.backend, self.concurrency)
+        log.info(
+            "ready: %d styles on %s, backend %s, %d inference slot(s)",
+            len(registry.styles()),
+            self.device,
+            self.backend,
+            self.concurrency,
+        )
 
     def _make_runner(self, network: TransformerNet) -> Runner:
         return make_runner(network, self.backend, threads=torch.get_num_threads())
@@ -167,20 +189,26 @@ class Service:
     def require_redis(self) -> None:
         """Fleet mode: 503 while Redis (jobs and learned styles) is unreachable; the fast path keeps serving."""
         if self.redis_up is False:
-            raise NotReadyError("not ready: Redis (the fleet's job and style store) is unreachable; "
-                                "this replica recovers by itself when it is back")
+            raise NotReadyError(
+                "not ready: Redis (the fleet's job and style store) is unreachable; "
+                "this replica recovers by itself when it is back"
+            )
 
     def require_registry(self) -> LiveBank:
         if self.registry is None:
-            reason = (f"loading the model failed: {self.load_error}; the server log says which file and why"
-                      if self.load_error else "the model is loading")
+            reason = (
+                f"loading the model failed: {self.load_error}; the server log says which file and why"
+                if self.load_error
+                else "the model is loading"
+            )
             raise NotReadyError(f"not ready: {reason}; GET /readyz tells when it is")
         return self.registry
 
     async def decode(self, data: bytes, max_side: int) -> DecodedImage:
         """Decode an upload in the bounded codec pool (refused before decoding if over max_pixels)."""
-        return await anyio.to_thread.run_sync(inference.decode_upload, data, self.settings.max_pixels, max_side,
-                                              limiter=self.codec_limiter)
+        return await anyio.to_thread.run_sync(
+            inference.decode_upload, data, self.settings.max_pixels, max_side, limiter=self.codec_limiter
+        )
 
     # -- shared heavy things, loaded on first use ---------------------------------------------------------------
 
@@ -202,22 +230,42 @@ class Service:
     def commit_learned(self, style: LearnedStyle) -> None:
         self.require_registry().commit_learned(style)
 
-    def submit_slow_stylize(self, content: DecodedImage, style: Image.Image, *, strength: float,
-                            preserve_color: bool, fmt: str, init: str = "content",
-                            reservation: Reservation | None = None) -> Job:
+    def submit_slow_stylize(
+        self,
+        content: DecodedImage,
+        style: Image.Image,
+        *,
+        strength: float,
+        preserve_color: bool,
+        fmt: str,
+        init: str = "content",
+        reservation: Reservation | None = None,
+    ) -> Job:
         if init == "nearest":
             self.require_registry()
-        params = {"strength": strength, "preserve_color": preserve_color, "format": fmt, "init": init,
-                  "width": content.rgb.width, "height": content.rgb.height}
+        params = {
+            "strength": strength,
+            "preserve_color": preserve_color,
+            "format": fmt,
+            "init": init,
+            "width": content.rgb.width,
+            "height": content.rgb.height,
+        }
         return self.jobs.submit_job(SLOW_JOB, slow_images(content, style), params, reservation=reservation)
 
-    def submit_learn_style(self, name: str, style: Image.Image, source_sha256: str,
-                           reservation: Reservation | None = None) -> Job:
+    def submit_learn_style(
+        self, name: str, style: Image.Image, source_sha256: str, reservation: Reservation | None = None
+    ) -> Job:
         registry = self.require_registry()
         registry.reserve(name)
         try:
-            return self.jobs.submit_job(LEARN_JOB, {"style": style}, {"name": name, "source_sha256": source_sha256},
-                                        reservation=reservation, on_finish=lambda _job: registry.release(name))
+            return self.jobs.submit_job(
+                LEARN_JOB,
+                {"style": style},
+                {"name": name, "source_sha256": source_sha256},
+                reservation=reservation,
+                on_finish=lambda _job: registry.release(name),
+            )
         except BaseException:
             registry.release(name)
             raise

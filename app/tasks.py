@@ -74,8 +74,7 @@ class HeavyResources:
     def content_images(self) -> list[torch.Tensor]:
         with self._lock:
             if self._content is None:
-                self._content = inference.load_content_images(self.settings.content_dir,
-                                                              self.settings.learn_image_size)
+                self._content = inference.load_content_images(self.settings.content_dir, self.settings.learn_image_size)
             return self._content
 
 
@@ -90,12 +89,23 @@ def _slow_stylize(env: JobEnv, images: JobImages, params: dict[str, Any], ctx: J
     settings = env.settings
     content = DecodedImage(rgb=images["content"], alpha=images.get("content_alpha"), source_format=None)
     rendered, blend = inference.slow_stylize_decoded(
-        content, images["style"], env.loss_network(), steps=settings.slow_steps,
-        time_limit_s=settings.slow_time_limit_s, strength=params["strength"],
-        preserve_color=params["preserve_color"], fmt=params["format"], progress=ctx.progress, cancel=ctx.cancel,
-        start_from=env.nearest_runner() if params.get("init") == "nearest" else None)
-    summary: dict[str, Any] = {"width": rendered.width, "height": rendered.height,
-                               "inference_ms": round(rendered.inference_ms, 1)}
+        content,
+        images["style"],
+        env.loss_network(),
+        steps=settings.slow_steps,
+        time_limit_s=settings.slow_time_limit_s,
+        strength=params["strength"],
+        preserve_color=params["preserve_color"],
+        fmt=params["format"],
+        progress=ctx.progress,
+        cancel=ctx.cancel,
+        start_from=env.nearest_runner() if params.get("init") == "nearest" else None,
+    )
+    summary: dict[str, Any] = {
+        "width": rendered.width,
+        "height": rendered.height,
+        "inference_ms": round(rendered.inference_ms, 1),
+    }
     if blend is not None:
         summary["init_blend"] = blend
     return JobOutcome(rendered.data, rendered.media_type, summary)
@@ -105,9 +115,18 @@ def _learn_style(env: JobEnv, images: JobImages, params: dict[str, Any], ctx: Jo
     settings, name = env.settings, params["name"]
     bank = env.learning_bank()
     learned = inference.learn_new_style(
-        bank, images["style"], name, env.loss_network(), env.content_images(), steps=settings.learn_steps,
-        batch_size=settings.learn_batch_size, image_size=settings.learn_image_size,
-        source_sha256=params["source_sha256"], progress=ctx.progress, cancel=ctx.cancel)
+        bank,
+        images["style"],
+        name,
+        env.loss_network(),
+        env.content_images(),
+        steps=settings.learn_steps,
+        batch_size=settings.learn_batch_size,
+        image_size=settings.learn_image_size,
+        source_sha256=params["source_sha256"],
+        progress=ctx.progress,
+        cancel=ctx.cancel,
+    )
     if ctx.cancel.is_set():
         raise CancelledError(f"learning style {name!r} was cancelled")
     # The job id goes into the stored style, so a restart can tell that this job reached its commit.

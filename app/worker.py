@@ -78,8 +78,9 @@ def run_worker(settings: Settings) -> int:
     env = _wait_for_redis(lambda: WorkerEnv(settings, client))
     metrics = Metrics()
     celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=fleet.PENDING_NAME_S)
-    queue = fleet.RedisJobQueue(client, celery_app, settings.queue_size, settings.result_ttl_s, metrics,
-                                lost_after_s=settings.job_lost_s)
+    queue = fleet.RedisJobQueue(
+        client, celery_app, settings.queue_size, settings.result_ttl_s, metrics, lost_after_s=settings.job_lost_s
+    )
 
     @celery_app.task(name=fleet.TASK_NAME)
     def run_job(job_id: str) -> None:
@@ -87,12 +88,21 @@ def run_worker(settings: Settings) -> int:
 
     watcher = fleet.FleetWatcher(client, on_change=lambda: None, reap=queue.reap_lost)
     watcher.start()
-    log.info("worker on %s: %d job(s) at once, queue %s", env.device, settings.worker_concurrency,
-             settings.redis_url)
+    log.info("worker on %s: %d job(s) at once, queue %s", env.device, settings.worker_concurrency, settings.redis_url)
     try:
-        celery_app.worker_main(["worker", "--pool=threads", f"--concurrency={settings.worker_concurrency}",
-                                "--loglevel=INFO", "--queues=cinstyle", "--without-gossip", "--without-mingle",
-                                "--without-heartbeat", f"--hostname=cinstyle-{os.getpid()}@%h"])
+        celery_app.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={settings.worker_concurrency}",
+                "--loglevel=INFO",
+                "--queues=cinstyle",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                f"--hostname=cinstyle-{os.getpid()}@%h",
+            ]
+        )
     finally:
         watcher.stop()
     return 0

@@ -96,6 +96,7 @@ def run_backend(backend: str, size: int, repeats: int, threads: int, checkpoint:
         weights = torch.zeros(1, bank.config.n_styles)
         weights[0, 0] = 1.0
         if backend == "torch":
+
             def network(x):
                 with torch.inference_mode():
                     return bank.network(x, weights)
@@ -120,8 +121,10 @@ def run_backend(backend: str, size: int, repeats: int, threads: int, checkpoint:
         out = network(image_to_tensor(decoded.rgb))
         return encode_image(tensor_to_image(out), "png")
 
-    result = {"tensor": _timed(lambda: network(tensor), repeats),
-              "end_to_end": _timed(end_to_end, max(3, repeats // 2))}
+    result = {
+        "tensor": _timed(lambda: network(tensor), repeats),
+        "end_to_end": _timed(end_to_end, max(3, repeats // 2)),
+    }
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if backend.startswith("cuda"):
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -133,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--backends", nargs="+", default=None,
-                        help="torch, onnx, peer, cuda, cuda-fp16 (default: torch onnx peer, plus cuda ones on a GPU)")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="torch, onnx, peer, cuda, cuda-fp16 (default: torch onnx peer, plus cuda ones on a GPU)",
+    )
     parser.add_argument("--checkpoint", default=None, help="bank folder (default: the bundled model)")
     parser.add_argument("--child", nargs=2, metavar=("BACKEND", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -149,8 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for size in args.sizes:
         for backend in args.backends:
-            command = [sys.executable, "-m", "benchmarks.latency", "--child", backend, str(size),
-                       "--repeats", str(args.repeats), "--threads", str(args.threads)]
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.latency",
+                "--child",
+                backend,
+                str(size),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ]
             if args.checkpoint:
                 command += ["--checkpoint", args.checkpoint]
             done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
@@ -159,20 +176,29 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append({"backend": backend, "size": size, **json.loads(done.stdout.strip().splitlines()[-1])})
     peer = {r["size"]: r for r in rows if r["backend"] == "peer"}
-    print(f"{'size':>5} {'backend':>8} {'tensor med':>11} {'p90':>8} {'e2e med':>9} {'p90':>8} {'peak MB':>8} "
-          f"{'ours/peer':>10}")
+    print(
+        f"{'size':>5} {'backend':>8} {'tensor med':>11} {'p90':>8} {'e2e med':>9} {'p90':>8} {'peak MB':>8} "
+        f"{'ours/peer':>10}"
+    )
     for r in rows:
         ratio = r["tensor"]["median_ms"] / peer[r["size"]]["tensor"]["median_ms"] if r["size"] in peer else None
         r["ratio_tensor_vs_peer"] = ratio
-        print(f"{r['size']:>5} {r['backend']:>8} {r['tensor']['median_ms']:>11.1f} {r['tensor']['p90_ms']:>8.1f} "
-              f"{r['end_to_end']['median_ms']:>9.1f} {r['end_to_end']['p90_ms']:>8.1f} {r['peak_rss_mb']:>8.0f} "
-              f"{'' if ratio is None else f'{ratio:.2f}':>10}")
+        print(
+            f"{r['size']:>5} {r['backend']:>8} {r['tensor']['median_ms']:>11.1f} {r['tensor']['p90_ms']:>8.1f} "
+            f"{r['end_to_end']['median_ms']:>9.1f} {r['end_to_end']['p90_ms']:>8.1f} {r['peak_rss_mb']:>8.0f} "
+            f"{'' if ratio is None else f'{ratio:.2f}':>10}"
+        )
     RESULTS.mkdir(exist_ok=True)
     import torch
 
-    meta = {"threads": args.threads, "repeats": args.repeats, "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0], "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    meta = {
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     (RESULTS / "latency.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
 

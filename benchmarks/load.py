@@ -57,9 +57,14 @@ def summarize(latencies_s: list[float], wall_s: float) -> dict:
     if not latencies_s:
         return {"n": 0}
     ms = [v * 1000 for v in latencies_s]
-    return {"n": len(ms), "throughput_per_s": round(len(ms) / wall_s, 3), "p50_ms": round(percentile(ms, 50), 1),
-            "p95_ms": round(percentile(ms, 95), 1), "p99_ms": round(percentile(ms, 99), 1),
-            "mean_ms": round(statistics.fmean(ms), 1)}
+    return {
+        "n": len(ms),
+        "throughput_per_s": round(len(ms) / wall_s, 3),
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p95_ms": round(percentile(ms, 95), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "mean_ms": round(statistics.fmean(ms), 1),
+    }
 
 
 def test_image(size: int) -> Image.Image:
@@ -81,8 +86,9 @@ def resolve_bank(checkpoint: Path | None, workdir: Path) -> tuple[Path, str]:
     return path, "random weights, default architecture (no bundled bank yet)"
 
 
-def bare_model(bank_dir: Path, image: Image.Image, iterations: int, time_limit_s: float, device: str,
-               backend: str) -> dict:
+def bare_model(
+    bank_dir: Path, image: Image.Image, iterations: int, time_limit_s: float, device: str, backend: str
+) -> dict:
     """The network alone, in-process, on the server's backend: one image at a time, as the service runs it."""
     from model.imageio import image_to_tensor
 
@@ -115,16 +121,27 @@ def free_port() -> int:
 
 def start_server(bank_dir: Path, workdir: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
-    env = {**os.environ, "CINSTYLE_CHECKPOINT": str(bank_dir), "CINSTYLE_DATA_DIR": str(workdir / "data"),
-           "CINSTYLE_DEVICE": args.device, "CINSTYLE_BACKEND": args.backend,
-           "CINSTYLE_MAX_OUTPUT_SIDE": str(max(args.size, 16)),
-           "CINSTYLE_MAX_WAITING": str(max(args.concurrency) * 2), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "CINSTYLE_CHECKPOINT": str(bank_dir),
+        "CINSTYLE_DATA_DIR": str(workdir / "data"),
+        "CINSTYLE_DEVICE": args.device,
+        "CINSTYLE_BACKEND": args.backend,
+        "CINSTYLE_MAX_OUTPUT_SIDE": str(max(args.size, 16)),
+        "CINSTYLE_MAX_WAITING": str(max(args.concurrency) * 2),
+        "PYTHONPATH": str(REPO),
+    }
     if args.server_concurrency:
         env["CINSTYLE_CONCURRENCY"] = str(args.server_concurrency)
     log_path = workdir / "server.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port",
-                                    str(port)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -159,8 +176,9 @@ def run_level(url: str, style: str, payload: bytes, clients: int, requests: int,
                     issued += 1
                 t0 = time.perf_counter()
                 try:
-                    response = client.post("/v1/stylize", params={"style": style},
-                                           files={"image": ("bench.png", payload, "image/png")})
+                    response = client.post(
+                        "/v1/stylize", params={"style": style}, files={"image": ("bench.png", payload, "image/png")}
+                    )
                     status = str(response.status_code)
                 except httpx.HTTPError as exc:
                     response, status = None, type(exc).__name__
@@ -195,8 +213,10 @@ def print_table(report: dict) -> None:
             print(f"{label:28} {'0':>5}  (no successful requests; errors {row.get('errors')})")
             continue
         errors = sum(row.get("errors", {}).values())
-        print(f"{label:28} {row['n']:>5} {row['throughput_per_s']:>8.2f} {row['p50_ms']:>9.1f} {row['p95_ms']:>9.1f} "
-              f"{row['p99_ms']:>9.1f} {errors:>8}")
+        print(
+            f"{label:28} {row['n']:>5} {row['throughput_per_s']:>8.2f} {row['p50_ms']:>9.1f} {row['p95_ms']:>9.1f} "
+            f"{row['p99_ms']:>9.1f} {errors:>8}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per level (and for the bare model)")
     parser.add_argument("--bare-iterations", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
-                        help="CINSTYLE_BACKEND for the server; the bare model runs the same one")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="CINSTYLE_BACKEND for the server; the bare model runs the same one",
+    )
     parser.add_argument("--server-concurrency", type=int, default=None, help="CINSTYLE_CONCURRENCY for the server")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -232,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             ready = httpx.get(f"{url}/readyz").json()
             levels = []
             for clients in args.concurrency:
-                print(f"HTTP: {clients} client(s), up to {args.requests} requests, {args.time_limit:g} s ...",
-                      flush=True)
+                print(
+                    f"HTTP: {clients} client(s), up to {args.requests} requests, {args.time_limit:g} s ...", flush=True
+                )
                 run_level(url, style, payload, 1, 1, args.time_limit)  # warm-up
                 levels.append(run_level(url, style, payload, clients, args.requests, args.time_limit))
         finally:
@@ -244,15 +269,25 @@ def main(argv: list[str] | None = None) -> int:
                 process.kill()
 
     report = {
-        "benchmark": "load", "size": args.size, "device": device, "bank": bank_label, "style": style,
-        "payload_bytes": len(payload), "server": {"concurrency": ready.get("concurrency"), "device": ready["device"],
-                                              "backend": ready.get("backend")},
+        "benchmark": "load",
+        "size": args.size,
+        "device": device,
+        "bank": bank_label,
+        "style": style,
+        "payload_bytes": len(payload),
+        "server": {"concurrency": ready.get("concurrency"), "device": ready["device"], "backend": ready.get("backend")},
         "bare_backend": backend,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "limits": {"requests_per_level": args.requests, "time_limit_s": args.time_limit},
-        "bare_model": bare, "http": levels, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "bare_model": bare,
+        "http": levels,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print_table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

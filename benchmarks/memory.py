@@ -65,13 +65,24 @@ class Server:
     def __init__(self, repo: Path, workdir: Path, env_extra: dict[str, str]) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CINSTYLE_")}
-        env.update({"CINSTYLE_CHECKPOINT": str(DEFAULT_BANK_DIR), "CINSTYLE_DATA_DIR": str(workdir / "data"),
-                    "CINSTYLE_DEVICE": "cpu", "PYTHONPATH": str(repo), **env_extra})
+        env.update(
+            {
+                "CINSTYLE_CHECKPOINT": str(DEFAULT_BANK_DIR),
+                "CINSTYLE_DATA_DIR": str(workdir / "data"),
+                "CINSTYLE_DEVICE": "cpu",
+                "PYTHONPATH": str(repo),
+                **env_extra,
+            }
+        )
         self.log = workdir / "server.log"
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
-                                             "--port", str(self.port)], env=env, cwd=repo, stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                cwd=repo,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -100,8 +111,11 @@ def slow_burst(url: str, submissions: int, content: bytes, painting: bytes, name
     def submit(_: int) -> None:
         try:
             with httpx.Client(base_url=url, timeout=300) as client:
-                status = str(client.post("/v1/stylize", files={"image": (f"p.{name}", content),
-                                                               "style_image": (f"s.{name}", painting)}).status_code)
+                status = str(
+                    client.post(
+                        "/v1/stylize", files={"image": (f"p.{name}", content), "style_image": (f"s.{name}", painting)}
+                    ).status_code
+                )
         except httpx.HTTPError as exc:
             status = type(exc).__name__
         with lock:
@@ -121,8 +135,11 @@ def fast_clients(url: str, clients: int, seconds: float, payload: bytes, style: 
         with httpx.Client(base_url=url, timeout=120) as client:
             while time.monotonic() < deadline:
                 try:
-                    status = str(client.post("/v1/stylize", params={"style": style},
-                                             files={"image": ("p.png", payload)}).status_code)
+                    status = str(
+                        client.post(
+                            "/v1/stylize", params={"style": style}, files={"image": ("p.png", payload)}
+                        ).status_code
+                    )
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
                 with lock:
@@ -140,24 +157,33 @@ def run_scenario(repo: Path, scenario: dict, settle_s: float) -> dict:
             idle = vm_hwm_mb(server.process.pid)
             started = time.perf_counter()
             if scenario["kind"] == "slow":
-                statuses = slow_burst(server.url, scenario["n"], scenario["content"], scenario["painting"],
-                                      scenario["ext"])
+                statuses = slow_burst(
+                    server.url, scenario["n"], scenario["content"], scenario["painting"], scenario["ext"]
+                )
                 time.sleep(settle_s)  # the first job runs meanwhile
             else:
-                statuses = fast_clients(server.url, scenario["n"], scenario["seconds"], scenario["payload"],
-                                        scenario["style"])
+                statuses = fast_clients(
+                    server.url, scenario["n"], scenario["seconds"], scenario["payload"], scenario["style"]
+                )
             peak = vm_hwm_mb(server.process.pid)
             alive = httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
         finally:
             server.stop()
-    return {"scenario": scenario["label"], "peak_rss_mb": round(peak, 1), "idle_rss_mb": round(idle, 1),
-            "statuses": statuses, "seconds": round(time.perf_counter() - started, 1), "alive_after": alive}
+    return {
+        "scenario": scenario["label"],
+        "peak_rss_mb": round(peak, 1),
+        "idle_rss_mb": round(idle, 1),
+        "statuses": statuses,
+        "seconds": round(time.perf_counter() - started, 1),
+        "alive_after": alive,
+    }
 
 
 def git_commit(repo: Path) -> str:
     try:
-        return subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -177,16 +203,46 @@ def main(argv: list[str] | None = None) -> int:
     test_image(512).save(fast_payload, format="PNG")
     style = json.loads((DEFAULT_BANK_DIR / "manifest.json").read_text())["styles"][0]["name"]
     scenarios = [
-        {"label": "slow x8, 6300x6300 PNG", "kind": "slow", "n": 8, "content": huge_png, "painting": huge_png,
-         "ext": "png"},
-        {"label": "slow x40, 6300x6300 PNG", "kind": "slow", "n": 40, "content": huge_png, "painting": huge_png,
-         "ext": "png"},
-        {"label": "slow x40, 2000x2000 JPEGs", "kind": "slow", "n": 40, "content": jpeg_2000, "painting": jpeg_2000,
-         "ext": "jpg"},
-        {"label": "fast 16 clients, 512 px", "kind": "fast", "n": 16, "seconds": args.fast_seconds,
-         "payload": fast_payload.getvalue(), "style": style},
-        {"label": "fast 48 clients, 512 px", "kind": "fast", "n": 48, "seconds": args.fast_seconds,
-         "payload": fast_payload.getvalue(), "style": style},
+        {
+            "label": "slow x8, 6300x6300 PNG",
+            "kind": "slow",
+            "n": 8,
+            "content": huge_png,
+            "painting": huge_png,
+            "ext": "png",
+        },
+        {
+            "label": "slow x40, 6300x6300 PNG",
+            "kind": "slow",
+            "n": 40,
+            "content": huge_png,
+            "painting": huge_png,
+            "ext": "png",
+        },
+        {
+            "label": "slow x40, 2000x2000 JPEGs",
+            "kind": "slow",
+            "n": 40,
+            "content": jpeg_2000,
+            "painting": jpeg_2000,
+            "ext": "jpg",
+        },
+        {
+            "label": "fast 16 clients, 512 px",
+            "kind": "fast",
+            "n": 16,
+            "seconds": args.fast_seconds,
+            "payload": fast_payload.getvalue(),
+            "style": style,
+        },
+        {
+            "label": "fast 48 clients, 512 px",
+            "kind": "fast",
+            "n": 48,
+            "seconds": args.fast_seconds,
+            "payload": fast_payload.getvalue(),
+            "style": style,
+        },
     ]
     if args.only:
         scenarios = [s for s in scenarios if s["label"] in args.only]
@@ -196,11 +252,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_scenario(args.repo.resolve(), scenario, args.settle))
         print(f"  peak {rows[-1]['peak_rss_mb']:.0f} MB, statuses {rows[-1]['statuses']}", flush=True)
 
-    report = {"benchmark": "memory", "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-              "commit": git_commit(args.repo), "upload_bytes": {"png_6300": len(huge_png), "jpeg_2000": len(jpeg_2000)},
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-              "settings": "defaults (CINSTYLE_QUEUE_SIZE 8, 1 job worker, codec workers = cores)",
-              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
+    report = {
+        "benchmark": "memory",
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "commit": git_commit(args.repo),
+        "upload_bytes": {"png_6300": len(huge_png), "jpeg_2000": len(jpeg_2000)},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+        "settings": "defaults (CINSTYLE_QUEUE_SIZE 8, 1 job worker, codec workers = cores)",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "rows": rows,
+    }
     print(f"\n{'scenario':30} {'peak RSS MB':>12} {'idle MB':>8}  statuses")
     for row in rows:
         print(f"{row['scenario']:30} {row['peak_rss_mb']:>12.0f} {row['idle_rss_mb']:>8.0f}  {row['statuses']}")

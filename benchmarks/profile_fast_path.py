@@ -84,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     peer_weights = np.eye(26, dtype=np.float32)[0]
     results = {
         "ours_torch": profile_torch(bank.network, image, weights, args.repeats),
-        "ours_onnx": profile_ort(buffer.getvalue(), {"image": image.numpy(), "style_weights": weights.numpy()},
-                                 args.threads, args.repeats),
-        "peer_onnx": profile_ort(peer_model, {"image": image.numpy(), "style_weights": peer_weights},
-                                 args.threads, args.repeats),
+        "ours_onnx": profile_ort(
+            buffer.getvalue(), {"image": image.numpy(), "style_weights": weights.numpy()}, args.threads, args.repeats
+        ),
+        "peer_onnx": profile_ort(
+            peer_model, {"image": image.numpy(), "style_weights": peer_weights}, args.threads, args.repeats
+        ),
     }
     for name, per_op in results.items():
         total = sum(per_op.values())
@@ -96,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         for op, ms in top:
             print(f"  {op:<32} {ms:8.1f} ms  {100 * ms / total:5.1f} %")
     RESULTS.mkdir(exist_ok=True)
-    out = {"size": args.size, "threads": args.threads, "repeats": args.repeats, "config": bank.config.to_dict(),
-           "ms_per_op": results}
+    out = {
+        "size": args.size,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "config": bank.config.to_dict(),
+        "ms_per_op": results,
+    }
     (RESULTS / "profile_fast_path.json").write_text(json.dumps(out, indent=2))
     return 0
 

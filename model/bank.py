@@ -382,8 +382,9 @@ def style_rows(network: TransformerNet, index: int) -> dict[str, torch.Tensor]:
     return rows
 
 
-def learned_style_to_bytes(name: str, rows: dict[str, torch.Tensor], base_fingerprint: str,
-                           metadata: dict[str, Any] | None = None) -> bytes:
+def learned_style_to_bytes(
+    name: str, rows: dict[str, torch.Tensor], base_fingerprint: str, metadata: dict[str, Any] | None = None
+) -> bytes:
     """One learned style (its gamma/beta rows, the base bank's fingerprint, metadata) as safetensors bytes:
     the content of a ``<name>.safetensors`` file, and of a learned style kept in Redis (fleet mode)."""
     validate_style_name(name)
@@ -397,8 +398,9 @@ def learned_style_to_bytes(name: str, rows: dict[str, torch.Tensor], base_finger
     return _safetensors_bytes(rows, header)
 
 
-def learned_style_from_bytes(data: bytes, expected_name: str,
-                             source: str = "learned style") -> tuple[str, dict[str, torch.Tensor], str, dict[str, Any]]:
+def learned_style_from_bytes(
+    data: bytes, expected_name: str, source: str = "learned style"
+) -> tuple[str, dict[str, torch.Tensor], str, dict[str, Any]]:
     """Parse `learned_style_to_bytes` output -> (name, rows, base_fingerprint, metadata).
 
     The name in the header must be ``expected_name`` (the file name, or the Redis field), else `BankFormatError`.
@@ -430,7 +432,7 @@ def _safetensors_header(data: bytes) -> dict[str, str]:
     length = int.from_bytes(data[:8], "little")
     if length > len(data) - 8:
         raise ValueError("header length beyond the end of the data")
-    header = json.loads(data[8:8 + length])
+    header = json.loads(data[8 : 8 + length])
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     return metadata if isinstance(metadata, dict) else {}
 

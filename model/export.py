@@ -26,8 +26,17 @@ def export_onnx(network: TransformerNet, path: Path | str | BinaryIO, opset: int
 
 
 def _export(network: TransformerNet, example: tuple, path, opset: int) -> None:
-    torch.onnx.export(network, example, path if hasattr(path, "write") else str(path),
-                      input_names=["image", "style_weights"], output_names=["stylized"],
-                      dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "style_weights": {0: "batch"},
-                                    "stylized": {0: "batch", 2: "height", 3: "width"}},
-                      opset_version=opset, dynamo=False)
+    torch.onnx.export(
+        network,
+        example,
+        path if hasattr(path, "write") else str(path),
+        input_names=["image", "style_weights"],
+        output_names=["stylized"],
+        dynamic_axes={
+            "image": {0: "batch", 2: "height", 3: "width"},
+            "style_weights": {0: "batch"},
+            "stylized": {0: "batch", 2: "height", 3: "width"},
+        },
+        opset_version=opset,
+        dynamo=False,
+    )

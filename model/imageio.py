@@ -177,8 +177,9 @@ def downscale_tensor(image: torch.Tensor, max_side: int, min_side: int = 1) -> t
         return image
     scale = max_side / max(height, width)
     size = (max(min_side, round(height * scale)), max(min_side, round(width * scale)))
-    return torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False,
-                                           antialias=True).clamp(0, 1)
+    return torch.nn.functional.interpolate(
+        image, size=size, mode="bilinear", align_corners=False, antialias=True
+    ).clamp(0, 1)
 
 
 # Two plain array conversions instead of torchvision's: importing torchvision in the server

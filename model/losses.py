@@ -79,10 +79,18 @@ class WeightedTerms:
     tv: torch.Tensor
 
 
-def transfer_objective(image: torch.Tensor, output_grams: Mapping[str, torch.Tensor],
-                       target_grams: Mapping[str, torch.Tensor], output_content: torch.Tensor,
-                       content_target: torch.Tensor, *, style_weight: float, content_weight: float,
-                       tv_weight: float, layer_weights: Mapping[str, float] | None = None) -> WeightedTerms:
+def transfer_objective(
+    image: torch.Tensor,
+    output_grams: Mapping[str, torch.Tensor],
+    target_grams: Mapping[str, torch.Tensor],
+    output_content: torch.Tensor,
+    content_target: torch.Tensor,
+    *,
+    style_weight: float,
+    content_weight: float,
+    tv_weight: float,
+    layer_weights: Mapping[str, float] | None = None,
+) -> WeightedTerms:
     """The objective training, add-style, evaluation and the slow path all minimise, from precomputed features.
 
     Style: relative Gram error summed over the layers of ``output_grams`` (each times its
@@ -90,8 +98,9 @@ def transfer_objective(image: torch.Tensor, output_grams: Mapping[str, torch.Ten
     variation of the ``image`` pixels.
     """
     weights = {layer: 1.0 if layer_weights is None else layer_weights.get(layer, 1.0) for layer in output_grams}
-    style = style_weight * style_loss(output_grams, {l: target_grams[l] for l in output_grams},
-                                      layer_weights=weights, relative=True)
+    style = style_weight * style_loss(
+        output_grams, {l: target_grams[l] for l in output_grams}, layer_weights=weights, relative=True
+    )
     content = content_weight * content_change(output_content, content_target)
     tv = tv_weight * total_variation(image)
     return WeightedTerms(total=style + content + tv, style=style, content=content, tv=tv)

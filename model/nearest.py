@@ -37,8 +37,13 @@ def _shrink(image: torch.Tensor, side: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def nearest_blend(network, content: torch.Tensor, style: torch.Tensor, loss_network: VGG19Features,
-                  style_layers: tuple[str, ...] = STYLE_LAYERS) -> NearestBlend:
+def nearest_blend(
+    network,
+    content: torch.Tensor,
+    style: torch.Tensor,
+    loss_network: VGG19Features,
+    style_layers: tuple[str, ...] = STYLE_LAYERS,
+) -> NearestBlend:
     """The single style or two-style blend of ``network`` whose output on ``content`` is closest to ``style``.
 
     ``network`` is a `TransformerNet` or any `model.runner.Runner` (the onnx backend).
@@ -51,16 +56,15 @@ def nearest_blend(network, content: torch.Tensor, style: torch.Tensor, loss_netw
     # so brush strokes keep their size relative to the picture.
     factor = max(small.shape[-2:]) / max(content.shape[-2:])
     style = _shrink(style.to(device), max(STYLE_MAX_SIDE, 16))
-    targets = target_grams(loss_network, _shrink(style, max(16, round(max(style.shape[-2:]) * factor))),
-                           style_layers)
+    targets = target_grams(loss_network, _shrink(style, max(16, round(max(style.shape[-2:]) * factor))), style_layers)
 
     def score(weights: torch.Tensor) -> float:
         output = stylize_tensor(network, small, weights).to(device)
         features = loss_network(output, style_layers)
         return style_loss({l: gram_matrix(features[l]) for l in style_layers}, targets, relative=True).item()
 
-    singles = sorted((score(torch.eye(n_styles)[i:i + 1]), i) for i in range(n_styles))
-    candidates = [(loss, torch.eye(n_styles)[i:i + 1]) for loss, i in singles[:1]]
+    singles = sorted((score(torch.eye(n_styles)[i : i + 1]), i) for i in range(n_styles))
+    candidates = [(loss, torch.eye(n_styles)[i : i + 1]) for loss, i in singles[:1]]
     if n_styles > 1:
         (_, first), (_, second) = singles[0], singles[1]
         for share in (0.25, 0.5, 0.75):

@@ -38,8 +38,9 @@ class OnnxNetwork:
             import onnx  # noqa: F401 - torch's exporter imports it; fail here with a clear message
             import onnxruntime as ort
         except ImportError as exc:
-            raise InvalidParameterError("the onnx backend needs onnx and onnxruntime: "
-                                        "pip install onnx onnxruntime") from exc
+            raise InvalidParameterError(
+                "the onnx backend needs onnx and onnxruntime: pip install onnx onnxruntime"
+            ) from exc
         self.config: TransformerConfig = network.config
         self.n_styles = network.config.n_styles
         buffer = io.BytesIO()
@@ -52,16 +53,20 @@ class OnnxNetwork:
 
     def __call__(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         if style_weights.shape != (image.shape[0], self.config.n_styles):
-            raise ValueError(f"style_weights must have shape (batch={image.shape[0]}, "
-                             f"n_styles={self.config.n_styles}), got {tuple(style_weights.shape)}")
+            raise ValueError(
+                f"style_weights must have shape (batch={image.shape[0]}, "
+                f"n_styles={self.config.n_styles}), got {tuple(style_weights.shape)}"
+            )
         height, width = image.shape[-2:]
         # The export is traced at a multiple of 4, so pad here exactly as TransformerNet.forward does.
         pad_h, pad_w = (-height) % 4, (-width) % 4
         source = image.detach().to("cpu", torch.float32)
         if pad_h or pad_w:
             source = F.pad(source, (0, pad_w, 0, pad_h), mode="reflect")
-        feeds = {"image": source.contiguous().numpy(),
-                 "style_weights": style_weights.detach().to("cpu", torch.float32).contiguous().numpy()}
+        feeds = {
+            "image": source.contiguous().numpy(),
+            "style_weights": style_weights.detach().to("cpu", torch.float32).contiguous().numpy(),
+        }
         output = torch.from_numpy(self._session.run(None, feeds)[0])
         return output[..., :height, :width]
 

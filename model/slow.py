@@ -60,8 +60,9 @@ class SlowConfig:
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise InvalidParameterError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if not (isinstance(self.time_limit_s, int | float) and self.time_limit_s > 0 and
-                math.isfinite(self.time_limit_s)):
+        if not (
+            isinstance(self.time_limit_s, int | float) and self.time_limit_s > 0 and math.isfinite(self.time_limit_s)
+        ):
             raise InvalidParameterError(f"time_limit_s must be a positive number of seconds, got {self.time_limit_s!r}")
         scales = tuple(self.scales)
         object.__setattr__(self, "scales", scales)
@@ -89,7 +90,8 @@ class SlowConfig:
         if set(layer_weights) - set(self.style_layers):
             raise InvalidParameterError(
                 "style_layer_weights names layers outside style_layers: "
-                f"{sorted(set(layer_weights) - set(self.style_layers))}")
+                f"{sorted(set(layer_weights) - set(self.style_layers))}"
+            )
         if any(not (isinstance(w, int | float) and w >= 0 and math.isfinite(w)) for w in layer_weights.values()):
             raise InvalidParameterError(f"style_layer_weights must be finite numbers >= 0, got {layer_weights!r}")
         object.__setattr__(self, "style_layer_weights", {k: float(v) for k, v in layer_weights.items()})
@@ -124,7 +126,7 @@ def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
 def _plan(config: SlowConfig, content_size: tuple[int, int]) -> list[tuple[float, int]]:
     """(scale, steps) per stage: scales too small to be useful are dropped, steps split evenly."""
     scales = [s for s in config.scales if s == 1 or min(_scaled_size(content_size, s)) >= config.min_side]
-    scales = scales[-config.steps:]  # fewer steps than scales: keep the finest
+    scales = scales[-config.steps :]  # fewer steps than scales: keep the finest
     base, extra = divmod(config.steps, len(scales))
     return [(s, base + (1 if i >= len(scales) - extra else 0)) for i, s in enumerate(scales)]
 
@@ -132,8 +134,9 @@ def _plan(config: SlowConfig, content_size: tuple[int, int]) -> list[tuple[float
 class _Objective:
     """The weighted slow-path loss of one scale: targets precomputed, image -> total loss."""
 
-    def __init__(self, loss_network: VGG19Features, content: torch.Tensor, style: torch.Tensor,
-                 config: SlowConfig) -> None:
+    def __init__(
+        self, loss_network: VGG19Features, content: torch.Tensor, style: torch.Tensor, config: SlowConfig
+    ) -> None:
         self.network, self.config = loss_network, config
         self.layers = (*config.style_layers, config.content_layer)
         self.grams = target_grams(loss_network, style, config.style_layers)
@@ -143,17 +146,25 @@ class _Objective:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         config = self.config
         features = self.network(image, self.layers)
-        return transfer_objective(image, {l: gram_matrix(features[l]) for l in config.style_layers}, self.grams,
-                                  features[config.content_layer], self.content_features,
-                                  style_weight=config.style_weight, content_weight=config.content_weight,
-                                  tv_weight=config.tv_weight, layer_weights=config.style_layer_weights).total
+        return transfer_objective(
+            image,
+            {l: gram_matrix(features[l]) for l in config.style_layers},
+            self.grams,
+            features[config.content_layer],
+            self.content_features,
+            style_weight=config.style_weight,
+            content_weight=config.content_weight,
+            tv_weight=config.tv_weight,
+            layer_weights=config.style_layer_weights,
+        ).total
 
 
 class _Budget:
     """Wall clock, step pacing, progress reports and the cancel flag of one run."""
 
-    def __init__(self, config: SlowConfig, progress: Callable[[float], None] | None,
-                 cancel: threading.Event | None) -> None:
+    def __init__(
+        self, config: SlowConfig, progress: Callable[[float], None] | None, cancel: threading.Event | None
+    ) -> None:
         self.config, self.progress, self.cancel = config, progress, cancel
         self.started = time.monotonic()
         self.reported = 0.0
@@ -181,16 +192,22 @@ class _Budget:
         return not self.out_of_time
 
 
-def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, config: SlowConfig,
-                    budget: _Budget, work_done: float, work_share: float,
-                    on_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+def _optimise_scale(
+    objective: _Objective,
+    start: torch.Tensor,
+    n_steps: int,
+    config: SlowConfig,
+    budget: _Budget,
+    work_done: float,
+    work_share: float,
+    on_step: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor:
     """Run up to ``n_steps`` steps from ``start``; returns the lowest-loss image seen."""
     pixels = start.clone(memory_format=torch.contiguous_format).requires_grad_(True)
     if config.optimizer == "lbfgs":
         # One iteration per step() keeps the curvature history across steps while
         # letting us check time, cancel and progress between iterations.
-        optimizer = torch.optim.LBFGS([pixels], lr=config.learning_rate, max_iter=1,
-                                      history_size=config.lbfgs_history)
+        optimizer = torch.optim.LBFGS([pixels], lr=config.learning_rate, max_iter=1, history_size=config.lbfgs_history)
     else:
         optimizer = torch.optim.Adam([pixels], lr=config.learning_rate)
     best_loss, best = math.inf, pixels.detach().clone()
@@ -228,10 +245,16 @@ def _optimise_scale(objective: _Objective, start: torch.Tensor, n_steps: int, co
     return best
 
 
-def slow_stylize(content: torch.Tensor, style: torch.Tensor, loss_network: VGG19Features,
-                 config: SlowConfig = SlowConfig(), progress: Callable[[float], None] | None = None,
-                 cancel: threading.Event | None = None, init: torch.Tensor | None = None,
-                 on_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+def slow_stylize(
+    content: torch.Tensor,
+    style: torch.Tensor,
+    loss_network: VGG19Features,
+    config: SlowConfig = SlowConfig(),
+    progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
+    init: torch.Tensor | None = None,
+    on_step: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor:
     """Stylize ``content`` (1, 3, H, W in [0, 1]) like ``style`` by optimising its pixels.
 
     Returns the best image found (lowest loss at the finest scale reached) at the

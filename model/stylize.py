@@ -32,8 +32,9 @@ def check_strength(strength: float) -> float:
     return float(strength)
 
 
-def mix_with_original(stylized: torch.Tensor, original: torch.Tensor, strength: float = 1.0,
-                      preserve_color: bool = False) -> torch.Tensor:
+def mix_with_original(
+    stylized: torch.Tensor, original: torch.Tensor, strength: float = 1.0, preserve_color: bool = False
+) -> torch.Tensor:
     """The one place the service's ``strength`` and ``preserve_color`` are applied (fast and slow path, CLI).
 
     ``preserve_color`` keeps the original's chrominance (luminance from the stylized
@@ -48,8 +49,13 @@ def mix_with_original(stylized: torch.Tensor, original: torch.Tensor, strength: 
 
 
 @torch.inference_mode()
-def stylize_tensor(network: "TransformerNet | Runner", image: torch.Tensor, style_weights: torch.Tensor,
-                   strength: float = 1.0, preserve_color: bool = False) -> torch.Tensor:
+def stylize_tensor(
+    network: "TransformerNet | Runner",
+    image: torch.Tensor,
+    style_weights: torch.Tensor,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+) -> torch.Tensor:
     """(1, 3, H, W) in [0, 1] -> stylized (1, 3, H, W) in [0, 1], with any runner (or a bare network).
 
     ``strength`` mixes the result with the original (1 = fully stylized);

@@ -71,8 +71,9 @@ class ConvCIN(nn.Module):
     """Reflection-padded convolution, optional 2x nearest upsampling before it,
     conditional instance norm and ReLU after it."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, n_styles: int,
-                 upsample: bool = False, relu: bool = True) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, stride: int, n_styles: int, upsample: bool = False, relu: bool = True
+    ) -> None:
         super().__init__()
         self.upsample = upsample
         self.pad = nn.ReflectionPad2d(kernel // 2)
@@ -105,16 +106,20 @@ class TransformerNet(nn.Module):
         self.config = config
         c1, c2, c3, k, n = *config.channels, config.outer_kernel, config.n_styles
         d2, d1 = config.decoder_widths
-        self.encoder = nn.ModuleList([
-            ConvCIN(3, c1, k, 1, n),
-            ConvCIN(c1, c2, 3, 2, n),
-            ConvCIN(c2, c3, 3, 2, n),
-        ])
+        self.encoder = nn.ModuleList(
+            [
+                ConvCIN(3, c1, k, 1, n),
+                ConvCIN(c1, c2, 3, 2, n),
+                ConvCIN(c2, c3, 3, 2, n),
+            ]
+        )
         self.residuals = nn.ModuleList([ResidualBlock(c3, n) for _ in range(config.n_residual)])
-        self.decoder = nn.ModuleList([
-            ConvCIN(c3, d2, 3, 1, n, upsample=True),
-            ConvCIN(d2, d1, 3, 1, n, upsample=True),
-        ])
+        self.decoder = nn.ModuleList(
+            [
+                ConvCIN(c3, d2, 3, 1, n, upsample=True),
+                ConvCIN(d2, d1, 3, 1, n, upsample=True),
+            ]
+        )
         self.out_pad = nn.ReflectionPad2d(k // 2)
         self.out_conv = nn.Conv2d(d1, 3, k)
 

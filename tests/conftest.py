@@ -45,8 +45,12 @@ def make_tiny_network(n_styles: int = 3, seed: int = 0) -> TransformerNet:
 @pytest.fixture
 def tiny_bank(tmp_path: Path) -> Path:
     network = make_tiny_network()
-    return save_bank(tmp_path / "bank", network, [StyleInfo(n, metadata={"training_steps": 0}) for n in TINY_STYLES],
-                     provenance={"note": "test bank"})
+    return save_bank(
+        tmp_path / "bank",
+        network,
+        [StyleInfo(n, metadata={"training_steps": 0}) for n in TINY_STYLES],
+        provenance={"note": "test bank"},
+    )
 
 
 def gradient_image(width: int = 48, height: int = 32, mode: str = "RGB") -> Image.Image:

@@ -65,33 +65,47 @@ class AddStyleConfig:
         object.__setattr__(self, "style_layers", tuple(self.style_layers))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "style_layers": list(self.style_layers),
-                "resize_range": list(self.resize_range) if self.resize_range else None}
+        return {
+            **asdict(self),
+            "style_layers": list(self.style_layers),
+            "resize_range": list(self.resize_range) if self.resize_range else None,
+        }
 
 
 def mean_rows(network: TransformerNet) -> dict[str, torch.Tensor]:
     """The average of every style's gamma/beta row: a neutral starting point."""
-    return {f"{name}.{part}": getattr(module, part).detach().mean(dim=0).clone()
-            for name, module in network.named_modules() if hasattr(module, "gamma") and module is not network
-            for part in ("gamma", "beta")}
+    return {
+        f"{name}.{part}": getattr(module, part).detach().mean(dim=0).clone()
+        for name, module in network.named_modules()
+        if hasattr(module, "gamma") and module is not network
+        for part in ("gamma", "beta")
+    }
 
 
 def _single_style_network(network: TransformerNet, rows: dict[str, torch.Tensor]) -> TransformerNet:
     """A copy of ``network``'s convolutions with one style row (``rows``); only the rows train."""
     config = TransformerConfig.from_dict({**network.config.to_dict(), "n_styles": 1})
     single = TransformerNet(config).to(next(network.parameters()).device)
-    state = {key: (rows[key].unsqueeze(0) if key in rows else value).detach().clone()
-             for key, value in network.state_dict().items()}
+    state = {
+        key: (rows[key].unsqueeze(0) if key in rows else value).detach().clone()
+        for key, value in network.state_dict().items()
+    }
     single.load_state_dict(state)
     for name, parameter in single.named_parameters():
         parameter.requires_grad_(name.endswith((".gamma", ".beta")))
     return single
 
 
-def learn_style(bank: StyleBank, style: torch.Tensor, name: str, loss_network: VGG19Features,
-                content: list[torch.Tensor], config: AddStyleConfig = AddStyleConfig(),
-                progress: Callable[[float], None] | None = None,
-                cancel: threading.Event | None = None) -> dict[str, torch.Tensor]:
+def learn_style(
+    bank: StyleBank,
+    style: torch.Tensor,
+    name: str,
+    loss_network: VGG19Features,
+    content: list[torch.Tensor],
+    config: AddStyleConfig = AddStyleConfig(),
+    progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, torch.Tensor]:
     """Fit a new gamma/beta row for ``style`` (1, 3, H, W in [0, 1]) on crops of ``content``.
 
     ``content`` holds (3, H, W) uint8 photos (`training.data.load_images`). Returns
@@ -129,8 +143,9 @@ def learn_style(bank: StyleBank, style: torch.Tensor, name: str, loss_network: V
         check_cancel()
         batch = crops.batch(config.batch_size, step_generator(config.seed, 0, step)).to(device)
         output = network(batch, style_weights)
-        loss, terms = transfer_loss(loss_network, output, batch, grams, config.loss_weights, layers,
-                                    config.content_layer)
+        loss, terms = transfer_loss(
+            loss_network, output, batch, grams, config.loss_weights, layers, config.content_layer
+        )
         if not math.isfinite(terms["total"]):
             raise FloatingPointError(f"the loss became non-finite at step {step} while learning {name!r}: {terms}")
         optimizer.zero_grad(set_to_none=True)
@@ -147,10 +162,15 @@ def learn_style(bank: StyleBank, style: torch.Tensor, name: str, loss_network: V
 def learned_style_metadata(source_sha256: str, config: AddStyleConfig, **extra: Any) -> dict[str, Any]:
     """The per-style metadata a learned-style file carries (same keys as a trained bank's styles)."""
     weights = config.loss_weights
-    return {"source_sha256": source_sha256, "training_steps": config.steps,
-            "loss_weights": weights.to_dict(),
-            "resize_range": list(config.resize_range) if config.resize_range else None,
-            "learned_with": "cinstyle add-style", "add_style_config": config.to_dict(), **extra}
+    return {
+        "source_sha256": source_sha256,
+        "training_steps": config.steps,
+        "loss_weights": weights.to_dict(),
+        "resize_range": list(config.resize_range) if config.resize_range else None,
+        "learned_with": "cinstyle add-style",
+        "add_style_config": config.to_dict(),
+        **extra,
+    }
 
 
 def bank_loss_weights(bank: StyleBank) -> LossWeights:
@@ -184,8 +204,9 @@ def bank_resize_range(bank: StyleBank, image_size: int) -> tuple[int, int] | Non
 DEFAULT_CONTENT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
 
 
-def default_content_images(names: tuple[str, ...] = DEFAULT_CONTENT_PHOTOS,
-                           max_side: int | None = 512) -> list[torch.Tensor]:
+def default_content_images(
+    names: tuple[str, ...] = DEFAULT_CONTENT_PHOTOS, max_side: int | None = 512
+) -> list[torch.Tensor]:
     """Content photos for add-style when the user gives none: (3, H, W) uint8 tensors."""
     from skimage import data
 
@@ -197,8 +218,13 @@ def default_content_images(names: tuple[str, ...] = DEFAULT_CONTENT_PHOTOS,
         if max_side is not None and max(tensor.shape[-2:]) > max_side:
             scale = max_side / max(tensor.shape[-2:])
             size = [max(1, round(s * scale)) for s in tensor.shape[-2:]]
-            tensor = F.interpolate(tensor.unsqueeze(0).float(), size=size, mode="bilinear",
-                                   align_corners=False, antialias=True)[0].round().clamp(0, 255)
+            tensor = (
+                F.interpolate(
+                    tensor.unsqueeze(0).float(), size=size, mode="bilinear", align_corners=False, antialias=True
+                )[0]
+                .round()
+                .clamp(0, 255)
+            )
         images.append(tensor.to(torch.uint8).contiguous())
     return images
 
@@ -221,8 +247,10 @@ def add_style_cli(args) -> int:
     bank = load_bank(args.bank, device=device)
     if name in bank.style_names:
         raise CinstyleError(f"style {name!r} is already in the bank {bank.path}; pick another --name")
-    values: dict[str, Any] = {"loss_weights": bank_loss_weights(bank),
-                              "resize_range": bank_resize_range(bank, AddStyleConfig.image_size)}
+    values: dict[str, Any] = {
+        "loss_weights": bank_loss_weights(bank),
+        "resize_range": bank_resize_range(bank, AddStyleConfig.image_size),
+    }
     if args.steps is not None:
         values["steps"] = args.steps
     try:
@@ -230,8 +258,9 @@ def add_style_cli(args) -> int:
     except (TypeError, ValueError) as exc:
         raise CinstyleError(f"bad add-style options: {exc}") from exc
     if args.content is not None:
-        content = load_images(list_content_images(args.content),
-                              max_side=photo_load_side(config.image_size, config.resize_range))
+        content = load_images(
+            list_content_images(args.content), max_side=photo_load_side(config.image_size, config.resize_range)
+        )
         content_source = str(args.content)
     else:
         content = default_content_images()
@@ -241,12 +270,14 @@ def add_style_cli(args) -> int:
 
     # A bar with ETA on a terminal; none on a pipe or in a log (disable=None), where it would be a stream of updates.
     with tqdm(total=config.steps, desc=f"add-style {name}", unit="step", dynamic_ncols=True, disable=None) as bar:
+
         def progress(fraction: float) -> None:
             bar.update(round(fraction * config.steps) - bar.n)
 
         rows = learn_style(bank, style, name, load_vgg19(device=device), content, config, progress=progress)
-    metadata = learned_style_metadata(sha256_file(args.style), config, source_file=args.style.name,
-                                      content=content_source)
+    metadata = learned_style_metadata(
+        sha256_file(args.style), config, source_file=args.style.name, content=content_source
+    )
     save_learned_style(out, name, rows, bank.fingerprint, metadata=metadata)
     print(str(out))
     return 0
@@ -261,7 +292,6 @@ def _output_path(out: Path | None, name: str) -> Path:
     out = Path(out)
     if out.suffix == ".safetensors" and not out.is_dir():
         if out.stem != name:  # checked before learning: a learned style's file must carry its name
-            raise CinstyleError(f"--out {out.name} must be named {name}.safetensors (the style's name), "
-                                "or be a folder")
+            raise CinstyleError(f"--out {out.name} must be named {name}.safetensors (the style's name), or be a folder")
         return out
     return out / f"{name}.safetensors"

@@ -46,8 +46,9 @@ class LossWeights:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LossWeights":
         values = {k: data[k] for k in ("content", "style", "tv") if k in data}
-        return cls(**{k: float(v) for k, v in values.items()},
-                   style_layer_weights=dict(data.get("style_layer_weights") or {}))
+        return cls(
+            **{k: float(v) for k, v in values.items()}, style_layer_weights=dict(data.get("style_layer_weights") or {})
+        )
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,9 @@ def check_resize_range(image_size: int, resize_range) -> tuple[int, int] | None:
         return None
     resize_range = tuple(resize_range)
     if not (len(resize_range) == 2 and image_size <= resize_range[0] <= resize_range[1]):
-        raise ValueError(f"resize_range must be (low, high) with image_size {image_size} <= low <= high, "
-                         f"got {resize_range}")
+        raise ValueError(
+            f"resize_range must be (low, high) with image_size {image_size} <= low <= high, got {resize_range}"
+        )
     return resize_range
 
 
@@ -95,8 +96,7 @@ class ContentCrops:
     exactly the batches an uninterrupted run would have drawn.
     """
 
-    def __init__(self, images: list[torch.Tensor], size: int,
-                 resize_range: tuple[int, int] | None = None) -> None:
+    def __init__(self, images: list[torch.Tensor], size: int, resize_range: tuple[int, int] | None = None) -> None:
         """``resize_range=(lo, hi)`` scales each photo's shorter side to a random
         value in [lo, hi] before cropping, so crops show the scale the network
         will meet at inference; ``None`` scales it to ``size`` (whole-scene crops)."""
@@ -107,11 +107,13 @@ class ContentCrops:
         else:
             low, high = check_resize_range(size, resize_range)
             resize = v2.RandomResize(low, high + 1, antialias=True)  # shorter side, upper end exclusive
-        self.transform = v2.Compose([
-            resize,
-            v2.RandomCrop(size),
-            v2.RandomHorizontalFlip(),
-        ])
+        self.transform = v2.Compose(
+            [
+                resize,
+                v2.RandomCrop(size),
+                v2.RandomHorizontalFlip(),
+            ]
+        )
 
     def batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         indices = torch.randint(len(self.images), (batch_size,), generator=generator).tolist()

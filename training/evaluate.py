@@ -106,9 +106,15 @@ class EvalReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"photos": self.photos, "config": asdict(self.config), "seconds": round(self.seconds, 1),
-                **self.info, "styles": [asdict(s) for s in self.styles], "average": self.averages(),
-                "worst": self.worst()}
+        return {
+            "photos": self.photos,
+            "config": asdict(self.config),
+            "seconds": round(self.seconds, 1),
+            **self.info,
+            "styles": [asdict(s) for s in self.styles],
+            "average": self.averages(),
+            "worst": self.worst(),
+        }
 
 
 def _score_keys() -> list[str]:
@@ -129,21 +135,30 @@ class _Features:
         return style_loss(self.grams, grams).item()
 
 
-def _scores(image: _Features, photo: _Features, grams: dict[str, torch.Tensor], photo_style_loss: float,
-            weights: LossWeights) -> dict[str, float]:
+def _scores(
+    image: _Features, photo: _Features, grams: dict[str, torch.Tensor], photo_style_loss: float, weights: LossWeights
+) -> dict[str, float]:
     _, terms = weighted_loss(image.image, image.grams, grams, image.content, photo.content, weights)
-    return {"style_ratio": image.absolute_style_loss(grams) / max(photo_style_loss, 1e-30),
-            "content_change": content_change(image.content, photo.content).item(),
-            "total": terms["total"]}
+    return {
+        "style_ratio": image.absolute_style_loss(grams) / max(photo_style_loss, 1e-30),
+        "content_change": content_change(image.content, photo.content).item(),
+        "total": terms["total"],
+    }
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def evaluate(bank: StyleBank, style_images: Sequence[torch.Tensor], photos: Sequence[torch.Tensor],
-             loss_network: VGG19Features, config: EvalConfig = EvalConfig(), photo_names: Sequence[str] = (),
-             progress: Callable[[float], None] | None = None) -> EvalReport:
+def evaluate(
+    bank: StyleBank,
+    style_images: Sequence[torch.Tensor],
+    photos: Sequence[torch.Tensor],
+    loss_network: VGG19Features,
+    config: EvalConfig = EvalConfig(),
+    photo_names: Sequence[str] = (),
+    progress: Callable[[float], None] | None = None,
+) -> EvalReport:
     """Score every style of ``bank`` on ``photos``; ``style_images`` are in bank order.
 
     Images are (1, 3, H, W) in [0, 1]; they are downscaled to the config's sizes here.
@@ -158,8 +173,9 @@ def evaluate(bank: StyleBank, style_images: Sequence[torch.Tensor], photos: Sequ
     net_device = next(network.parameters()).device
     photos = [downscale_tensor(p.to(device, torch.float32), config.photo_side) for p in photos]
     photo_features = [_Features(loss_network, p) for p in photos]
-    slow_config = (SlowConfig(steps=config.slow_steps, time_limit_s=config.slow_time_limit_s)
-                   if config.slow_steps > 0 else None)
+    slow_config = (
+        SlowConfig(steps=config.slow_steps, time_limit_s=config.slow_time_limit_s) if config.slow_steps > 0 else None
+    )
     n_styles = len(bank.styles)
     results = []
     for index, (info, style_image) in enumerate(zip(bank.styles, style_images, strict=True)):
@@ -173,20 +189,24 @@ def evaluate(bank: StyleBank, style_images: Sequence[torch.Tensor], photos: Sequ
             photo_totals.append(_scores(features, features, grams, photo_loss, config.loss_weights)["total"])
             with torch.no_grad():
                 output = stylize_tensor(network, photo.to(net_device), weights, config.strength).to(device)
-            net_scores.append(_scores(_Features(loss_network, output), features, grams, photo_loss,
-                                      config.loss_weights))
+            net_scores.append(
+                _scores(_Features(loss_network, output), features, grams, photo_loss, config.loss_weights)
+            )
             if slow_config is not None and photo_index < config.slow_photos:
                 slow_started = time.monotonic()
                 slow = slow_stylize(photo, style, loss_network, slow_config)
                 slow_seconds += time.monotonic() - slow_started
-                slow_scores.append(_scores(_Features(loss_network, slow), features, grams, photo_loss,
-                                           config.loss_weights))
+                slow_scores.append(
+                    _scores(_Features(loss_network, slow), features, grams, photo_loss, config.loss_weights)
+                )
         scores = StyleScores(
             name=info.name,
             style_ratio_net=_mean([s["style_ratio"] for s in net_scores]),
             content_change_net=_mean([s["content_change"] for s in net_scores]),
             total_net=_mean([s["total"] for s in net_scores]),
-            total_photo=_mean(photo_totals), style_loss_photo=_mean(photo_losses))
+            total_photo=_mean(photo_totals),
+            style_loss_photo=_mean(photo_losses),
+        )
         if slow_scores:
             scores.style_ratio_slow = _mean([s["style_ratio"] for s in slow_scores])
             scores.content_change_slow = _mean([s["content_change"] for s in slow_scores])
@@ -239,8 +259,7 @@ def contact_sheet(network, photos: Sequence[torch.Tensor], path: Path, tile: int
         row = [squares[0], *network(squares[0].unsqueeze(0).expand(len(mixes), -1, -1, -1), stacked)]
         tiles += row + [blank] * (columns - len(row))
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid = make_grid(torch.stack([t.float().clamp(0, 1).cpu() for t in tiles]), nrow=columns, padding=2,
-                     pad_value=1.0)
+    grid = make_grid(torch.stack([t.float().clamp(0, 1).cpu() for t in tiles]), nrow=columns, padding=2, pad_value=1.0)
     save_image(grid, str(path))
     return path
 
@@ -252,25 +271,41 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def report_markdown(report: EvalReport, style_names: list[str]) -> str:
-    columns = [("style ratio net", "style_ratio_net"), ("style ratio slow", "style_ratio_slow"),
-               ("content change net", "content_change_net"), ("content change slow", "content_change_slow"),
-               ("total net", "total_net"), ("total slow", "total_slow"), ("total photo", "total_photo")]
+    columns = [
+        ("style ratio net", "style_ratio_net"),
+        ("style ratio slow", "style_ratio_slow"),
+        ("content change net", "content_change_net"),
+        ("content change slow", "content_change_slow"),
+        ("total net", "total_net"),
+        ("total slow", "total_slow"),
+        ("total photo", "total_photo"),
+    ]
     config = report.config
     lines = [
-        "# cinstyle evaluation", "",
+        "# cinstyle evaluation",
+        "",
         f"{len(report.photos)} held-out photo(s) at longer side {config.photo_side} px; style images at "
         f"{config.style_side} px. Slow path: "
-        + (f"{config.slow_steps} L-BFGS steps on the first {config.slow_photos} photo(s)."
-           if config.slow_steps else "skipped.")
-        + (f" The network's output is mixed with the photo at strength {config.strength:g}."
-           if config.strength < 1 else ""),
+        + (
+            f"{config.slow_steps} L-BFGS steps on the first {config.slow_photos} photo(s)."
+            if config.slow_steps
+            else "skipped."
+        )
+        + (
+            f" The network's output is mixed with the photo at strength {config.strength:g}."
+            if config.strength < 1
+            else ""
+        ),
         "",
         "- **style ratio**: absolute Gram style loss (relu1_1..relu5_1, equal weights) of the output / that of "
         "the unstylized photo (photo = 1; lower = closer to the painting).",
         "- **content change**: ||F(out) - F(photo)||² / ||F(photo)||² at relu4_2 (photo = 0).",
         f"- **total**: the training objective (style {config.loss_weights.style:g} x relative Gram loss"
-        + (" with layer weights " + ", ".join(f"{k} {v:g}" for k, v in config.loss_weights.style_layer_weights.items())
-           if config.loss_weights.style_layer_weights else "")
+        + (
+            " with layer weights " + ", ".join(f"{k} {v:g}" for k, v in config.loss_weights.style_layer_weights.items())
+            if config.loss_weights.style_layer_weights
+            else ""
+        )
         + f" + content {config.loss_weights.content:g} x content change"
         + f" + tv {config.loss_weights.tv:g} x total variation).",
         "",
@@ -286,8 +321,14 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
         lines.append(f"- {key.replace('_', ' ')}: **{entry['name']}** ({_fmt(entry['value'])})")
     n_styles = len(style_names)
     pairs = blend_pairs(n_styles)
-    lines += ["", "## Contact sheet", "", "![contact sheet](contact_sheet.png)", "",
-              "Columns: original, then " + ", ".join(style_names) + "."]
+    lines += [
+        "",
+        "## Contact sheet",
+        "",
+        "![contact sheet](contact_sheet.png)",
+        "",
+        "Columns: original, then " + ", ".join(style_names) + ".",
+    ]
     if pairs:
         blends = ", ".join(f"{style_names[a]}→{style_names[b]}" for a, b in pairs)
         lines.append(f"Last row: the first photo, then blends at {', '.join(map(str, BLEND_WEIGHTS))} of {blends}.")
@@ -315,8 +356,10 @@ def resolve_style_files(bank: StyleBank, styles: Sequence[str] | None) -> list[P
     if styles and not (len(styles) == 1 and Path(styles[0]).is_dir()):
         files = [Path(s) for s in styles]
         if len(files) != len(bank.styles):
-            raise ValueError(f"{len(files)} style images given for a bank with {len(bank.styles)} styles "
-                             f"({', '.join(bank.style_names)}); give one per style in bank order, or a folder")
+            raise ValueError(
+                f"{len(files)} style images given for a bank with {len(bank.styles)} styles "
+                f"({', '.join(bank.style_names)}); give one per style in bank order, or a folder"
+            )
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"style images not found: {', '.join(missing)}")
@@ -345,8 +388,10 @@ def resolve_style_files(bank: StyleBank, styles: Sequence[str] | None) -> list[P
         files.append(found)
     if missing:
         where = styles[0] if styles else "the bank's training style paths"
-        raise FileNotFoundError(f"no style image found in {where} for: {', '.join(missing)}; "
-                                "pass --styles FILES (bank order) or --styles FOLDER")
+        raise FileNotFoundError(
+            f"no style image found in {where} for: {', '.join(missing)}; "
+            "pass --styles FILES (bank order) or --styles FOLDER"
+        )
     return files
 
 
@@ -382,17 +427,32 @@ def evaluate_cli(args) -> int:
     styles = [image_to_tensor(load_image_file(f, max_side=config.style_side)) for f in style_files]
     loss_network = load_vgg19(device=device)
     with tqdm(total=len(styles), desc="evaluate", unit="style", dynamic_ncols=True) as bar:
-        report = evaluate(bank, styles, photos, loss_network, config, [f.name for f in photo_files],
-                          progress=lambda fraction: bar.update(round(fraction * len(styles)) - bar.n))
-    report.info.update({"bank": str(bank.path), "bank_fingerprint": bank.fingerprint,
-                        "style_files": [str(f) for f in style_files], "device": str(device)})
+        report = evaluate(
+            bank,
+            styles,
+            photos,
+            loss_network,
+            config,
+            [f.name for f in photo_files],
+            progress=lambda fraction: bar.update(round(fraction * len(styles)) - bar.n),
+        )
+    report.info.update(
+        {
+            "bank": str(bank.path),
+            "bank_fingerprint": bank.fingerprint,
+            "style_files": [str(f) for f in style_files],
+            "device": str(device),
+        }
+    )
     out = Path(args.out)
     sheet = contact_sheet(bank.network, photos, out / "contact_sheet.png", tile=config.sheet_tile)
     md_path, json_path = write_report(report, out, bank.style_names)
     averages = report.averages()
-    print(f"style ratio net {_fmt(averages['style_ratio_net'])} (slow {_fmt(averages['style_ratio_slow'])}), "
-          f"content change net {_fmt(averages['content_change_net'])} "
-          f"(slow {_fmt(averages['content_change_slow'])}) over {len(report.styles)} styles")
+    print(
+        f"style ratio net {_fmt(averages['style_ratio_net'])} (slow {_fmt(averages['style_ratio_slow'])}), "
+        f"content change net {_fmt(averages['content_change_net'])} "
+        f"(slow {_fmt(averages['content_change_slow'])}) over {len(report.styles)} styles"
+    )
     for path in (md_path, json_path, sheet):
         print(str(path))
     return 0

@@ -13,21 +13,43 @@ from model.vgg import VGG19Features
 from training.config import LossWeights
 
 
-def weighted_loss(output: torch.Tensor, output_grams: Mapping[str, torch.Tensor],
-                  target_grams: Mapping[str, torch.Tensor], output_content: torch.Tensor,
-                  content_target: torch.Tensor, weights: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+def weighted_loss(
+    output: torch.Tensor,
+    output_grams: Mapping[str, torch.Tensor],
+    target_grams: Mapping[str, torch.Tensor],
+    output_content: torch.Tensor,
+    content_target: torch.Tensor,
+    weights: LossWeights,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """`model.losses.transfer_objective` with training's `LossWeights` -> (total, weighted terms as floats)."""
-    terms = transfer_objective(output, output_grams, target_grams, output_content, content_target,
-                               style_weight=weights.style, content_weight=weights.content, tv_weight=weights.tv,
-                               layer_weights=weights.style_layer_weights)
-    return terms.total, {"total": terms.total.item(), "style": terms.style.item(),
-                         "content": terms.content.item(), "tv": terms.tv.item()}
+    terms = transfer_objective(
+        output,
+        output_grams,
+        target_grams,
+        output_content,
+        content_target,
+        style_weight=weights.style,
+        content_weight=weights.content,
+        tv_weight=weights.tv,
+        layer_weights=weights.style_layer_weights,
+    )
+    return terms.total, {
+        "total": terms.total.item(),
+        "style": terms.style.item(),
+        "content": terms.content.item(),
+        "tv": terms.tv.item(),
+    }
 
 
-def transfer_loss(loss_network: VGG19Features, output: torch.Tensor, content: torch.Tensor,
-                  grams: Mapping[str, torch.Tensor], weights: LossWeights,
-                  style_layers: tuple[str, ...] = STYLE_LAYERS,
-                  content_layer: str = CONTENT_LAYER) -> tuple[torch.Tensor, dict[str, float]]:
+def transfer_loss(
+    loss_network: VGG19Features,
+    output: torch.Tensor,
+    content: torch.Tensor,
+    grams: Mapping[str, torch.Tensor],
+    weights: LossWeights,
+    style_layers: tuple[str, ...] = STYLE_LAYERS,
+    content_layer: str = CONTENT_LAYER,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted loss of a stylized batch ``output`` against the unstylized ``content`` batch.
 
     ``grams`` are the Gram targets per style layer, (B, C, C) or (1, C, C).
@@ -36,5 +58,11 @@ def transfer_loss(loss_network: VGG19Features, output: torch.Tensor, content: to
     features = loss_network(output, (*style_layers, content_layer))
     with torch.no_grad():
         content_target = loss_network(content, (content_layer,))[content_layer]
-    return weighted_loss(output, {l: gram_matrix(features[l]) for l in style_layers}, grams,
-                         features[content_layer], content_target, weights)
+    return weighted_loss(
+        output,
+        {l: gram_matrix(features[l]) for l in style_layers},
+        grams,
+        features[content_layer],
+        content_target,
+        weights,
+    )

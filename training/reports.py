@@ -9,8 +9,9 @@ from model.transformer import TransformerNet
 
 
 @torch.inference_mode()
-def sample_grid(network: TransformerNet, photos: torch.Tensor, path: Path,
-                blend_pairs: list[tuple[int, int]] | None = None) -> Path:
+def sample_grid(
+    network: TransformerNet, photos: torch.Tensor, path: Path, blend_pairs: list[tuple[int, int]] | None = None
+) -> Path:
     """Rows = photos; columns = the photo then every style (then optional 50/50 blends)."""
     was_training = network.training
     network.eval()

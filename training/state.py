@@ -17,8 +17,14 @@ from model.errors import BankFormatError
 STATE_FORMAT = "cinstyle-train-state"
 
 
-def save_state(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               step: int, history: list[dict[str, float]], extra: dict[str, Any] | None = None) -> None:
+def save_state(
+    path: Path,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    history: list[dict[str, float]],
+    extra: dict[str, Any] | None = None,
+) -> None:
     tensors = {f"net.{k}": v for k, v in network.state_dict().items()}
     opt_state = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
@@ -39,8 +45,9 @@ def save_state(path: Path, network: torch.nn.Module, optimizer: torch.optim.Opti
     _atomic_save_safetensors(tensors, path, metadata=header)
 
 
-def load_state(path: Path, network: torch.nn.Module,
-               optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
+def load_state(
+    path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[dict[str, float]]]:
     """Restore network and optimizer in place; returns (step, history)."""
     try:
         with safe_open(str(path), framework="pt") as handle:

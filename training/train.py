@@ -87,8 +87,9 @@ def style_names_for(config: TrainConfig, files: list[Path]) -> list[str]:
     return list(config.style_names) if config.style_names else [style_name_from_path(p) for p in files]
 
 
-def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | None = None,
-          show_progress: bool = True) -> TrainResult:
+def train(
+    config: TrainConfig, resume: bool = False, max_steps_this_run: int | None = None, show_progress: bool = True
+) -> TrainResult:
     """Train (or resume) a bank as described by ``config``; returns where the bank is."""
     dist_info, device = init_distributed(config.device)
     out_dir = Path(config.out_dir)
@@ -101,19 +102,28 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
 
     vgg = load_vgg19(config.vgg_source, device=device)
     layers = tuple(config.style_layers)
-    grams = [target_grams(vgg, image_to_tensor(load_image_file(f, max_side=config.style_size)).to(device), layers)
-             for f in style_files]
+    grams = [
+        target_grams(vgg, image_to_tensor(load_image_file(f, max_side=config.style_size)).to(device), layers)
+        for f in style_files
+    ]
     style_targets = {layer: torch.cat([g[layer] for g in grams]) for layer in layers}  # (n_styles, C, C)
 
     content_files = list_content_images(config.content_dir)
     train_files, holdout_files = split_holdout(content_files, config.holdout_fraction, config.seed)
-    crops = ContentCrops(load_images(train_files, max_side=photo_load_side(config.image_size, config.resize_range)),
-                         config.image_size, config.resize_range)
+    crops = ContentCrops(
+        load_images(train_files, max_side=photo_load_side(config.image_size, config.resize_range)),
+        config.image_size,
+        config.resize_range,
+    )
     sample_photos = _sample_photos(holdout_files or train_files, config.image_size)
 
-    net_config = TransformerConfig(n_styles=len(style_files), channels=config.channels,
-                                   n_residual=config.n_residual, outer_kernel=config.outer_kernel,
-                                   decoder_channels=config.decoder_channels)
+    net_config = TransformerConfig(
+        n_styles=len(style_files),
+        channels=config.channels,
+        n_residual=config.n_residual,
+        outer_kernel=config.outer_kernel,
+        decoder_channels=config.decoder_channels,
+    )
     network = TransformerNet(net_config).to(device)
     if config.init_bank:
         network.load_state_dict(load_bank(config.init_bank).network.state_dict())
@@ -133,8 +143,13 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
     weights = config.loss_weights
     last_state_time = time.monotonic()
     end_step = config.steps if max_steps_this_run is None else min(config.steps, step + max_steps_this_run)
-    progress = tqdm(total=config.steps, initial=step, disable=not (dist_info.is_main and show_progress),
-                    dynamic_ncols=True, desc="train")
+    progress = tqdm(
+        total=config.steps,
+        initial=step,
+        disable=not (dist_info.is_main and show_progress),
+        dynamic_ncols=True,
+        desc="train",
+    )
     running: dict[str, float] = {}
     running_steps = 0
     interrupted = False
@@ -147,8 +162,15 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
             style_weights = torch.nn.functional.one_hot(style_index, net_config.n_styles).float()
 
             output = model(content, style_weights)
-            loss, terms = transfer_loss(vgg, output, content, {l: style_targets[l][style_index] for l in layers},
-                                        weights, layers, config.content_layer)
+            loss, terms = transfer_loss(
+                vgg,
+                output,
+                content,
+                {l: style_targets[l][style_index] for l in layers},
+                weights,
+                layers,
+                config.content_layer,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -183,21 +205,29 @@ def train(config: TrainConfig, resume: bool = False, max_steps_this_run: int | N
         # An interrupted run leaves a usable bank at its last step, not only at the last sample.
         _write_bank(out_dir, network, names, style_files, config, step, time.monotonic() - started)
     shutdown_distributed()
-    return TrainResult(bank_dir=out_dir / BANK_DIR, step=step, history=history, interrupted=interrupted,
-                       is_main=dist_info.is_main)
+    return TrainResult(
+        bank_dir=out_dir / BANK_DIR, step=step, history=history, interrupted=interrupted, is_main=dist_info.is_main
+    )
 
 
 def machine_description() -> dict[str, str | int | None]:
     """Where a bank was trained, for its manifest."""
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def _param_groups(network: TransformerNet, config: TrainConfig) -> list[dict]:
@@ -215,16 +245,35 @@ def _sample_photos(files: list[Path], size: int, count: int = 4) -> torch.Tensor
     return torch.stack([prepare(image_to_tensor(load_image_file(f))[0]) for f in files[:count]])
 
 
-def _write_bank(out_dir: Path, network: TransformerNet, names: list[str], style_files: list[Path],
-                config: TrainConfig, step: int, seconds: float) -> None:
-    styles = [StyleInfo(name=name, metadata={
-        "source_file": path.name,
-        "source_sha256": sha256_file(path),
-        "training_steps": step,
-        "loss_weights": config.loss_weights.to_dict(),
-        "resize_range": list(config.resize_range) if config.resize_range else None,
-    }) for name, path in zip(names, style_files, strict=True)]
-    provenance = {"trainer": "cinstyle train", "steps": step, "train_config": config.to_dict(),
-                  "seconds_this_run": round(seconds, 1), "torch": torch.__version__,
-                  "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": machine_description()}
+def _write_bank(
+    out_dir: Path,
+    network: TransformerNet,
+    names: list[str],
+    style_files: list[Path],
+    config: TrainConfig,
+    step: int,
+    seconds: float,
+) -> None:
+    styles = [
+        StyleInfo(
+            name=name,
+            metadata={
+                "source_file": path.name,
+                "source_sha256": sha256_file(path),
+                "training_steps": step,
+                "loss_weights": config.loss_weights.to_dict(),
+                "resize_range": list(config.resize_range) if config.resize_range else None,
+            },
+        )
+        for name, path in zip(names, style_files, strict=True)
+    ]
+    provenance = {
+        "trainer": "cinstyle train",
+        "steps": step,
+        "train_config": config.to_dict(),
+        "seconds_this_run": round(seconds, 1),
+        "torch": torch.__version__,
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": machine_description(),
+    }
     save_bank(out_dir / BANK_DIR, network, styles, provenance)

@@ -42,8 +42,10 @@ def require_api_key(
     if given is None and authorization and authorization.lower().startswith("bearer "):
         given = authorization[7:].strip()
     if given is None:
-        raise AuthenticationError("this endpoint changes the style bank and needs an API key: "
-                                  "send it as X-API-Key: KEY or Authorization: Bearer KEY")
+        raise AuthenticationError(
+            "this endpoint changes the style bank and needs an API key: "
+            "send it as X-API-Key: KEY or Authorization: Bearer KEY"
+        )
     if not secrets.compare_digest(given.encode(), expected.encode()):
         raise AuthenticationError("the API key is wrong")
 

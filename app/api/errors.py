@@ -62,9 +62,20 @@ STATUS: dict[type[CinstyleError], int] = {
     OverloadedError: 503,
 }
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-               422: "invalid_parameter", 429: "too_many_requests", 500: "internal_error", 503: "not_ready"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_parameter",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "not_ready",
+}
 
 
 def status_of(exc: CinstyleError) -> int:
@@ -105,9 +116,13 @@ PARAMETER_ERRORS: dict[tuple[str, str], tuple[int, str]] = {
 def _parameters(dependant: Dependant) -> dict[tuple[str, str], FieldInfo]:
     """Every declared parameter of a route, sub-dependencies included, by (location, name)."""
     found: dict[tuple[str, str], FieldInfo] = {}
-    for location, fields in (("path", dependant.path_params), ("query", dependant.query_params),
-                             ("header", dependant.header_params), ("cookie", dependant.cookie_params),
-                             ("body", dependant.body_params)):
+    for location, fields in (
+        ("path", dependant.path_params),
+        ("query", dependant.query_params),
+        ("header", dependant.header_params),
+        ("cookie", dependant.cookie_params),
+        ("body", dependant.body_params),
+    ):
         for field in fields:
             found[(location, field.alias)] = field.field_info
     for sub in dependant.dependencies:
@@ -126,8 +141,9 @@ def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
 
 
 def _describe(error: dict[str, Any], declared: FieldInfo | None) -> str:
-    location = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")) \
-        or "request"
+    location = (
+        ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")) or "request"
+    )
     message = error.get("msg", "invalid value")
     kind = error.get("type", "")
     got = error.get("input")
@@ -150,9 +166,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     content_type = request.headers.get("content-type", "")
     body_fields = sorted({str(e["loc"][1]) for e in errors if len(e.get("loc", ())) > 1 and e["loc"][0] == "body"})
     if body_fields and not content_type.lower().startswith("multipart/form-data"):
-        return error_response(415, "unsupported_media_type",
-                              f"send the request as multipart/form-data with the field(s) {', '.join(body_fields)} "
-                              f"(got Content-Type {content_type or 'none'!r})")
+        return error_response(
+            415,
+            "unsupported_media_type",
+            f"send the request as multipart/form-data with the field(s) {', '.join(body_fields)} "
+            f"(got Content-Type {content_type or 'none'!r})",
+        )
     route = request.scope.get("route")
     declared = _parameters(route.dependant) if isinstance(getattr(route, "dependant", None), Dependant) else {}
     status, code = 422, "invalid_parameter"
@@ -172,8 +191,14 @@ _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "p
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
-    return re.compile("^" + "/".join(re.escape(part) if not (part.startswith("{") and part.endswith("}"))
-                                     else "[^/]+" for part in template.split("/")) + "$")
+    return re.compile(
+        "^"
+        + "/".join(
+            re.escape(part) if not (part.startswith("{") and part.endswith("}")) else "[^/]+"
+            for part in template.split("/")
+        )
+        + "$"
+    )
 
 
 def allowed_methods(request: Request, starlette_allow: str | None) -> list[str]:
@@ -186,7 +211,7 @@ def allowed_methods(request: Request, starlette_allow: str | None) -> list[str]:
     path = request.scope.get("path", "")
     root_path = request.scope.get("root_path", "")
     if root_path and path.startswith(root_path):
-        path = path[len(root_path):]
+        path = path[len(root_path) :]
     for template, operations in request.app.openapi().get("paths", {}).items():
         if _template_regex(template).match(path):
             methods.update(method.upper() for method in operations if method in _HTTP_METHODS)

@@ -14,9 +14,17 @@ class _BodyTooLarge(Exception):
 
 async def _send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -32,9 +40,13 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     def _too_large(self, size: str) -> dict:
-        return {"error": {"code": "payload_too_large",
-                          "message": f"the request body is {size}; the limit is {self.max_bytes} bytes "
-                                     "(CINSTYLE_MAX_UPLOAD_BYTES)"}}
+        return {
+            "error": {
+                "code": "payload_too_large",
+                "message": f"the request body is {size}; the limit is {self.max_bytes} bytes "
+                "(CINSTYLE_MAX_UPLOAD_BYTES)",
+            }
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -58,8 +58,12 @@ BINARY = {"format": "binary"}
 
 class ErrorDetail(BaseModel):
     code: str = Field(examples=["unknown_style"])
-    message: str = Field(examples=["unknown style 'monet'; available styles: degas_dance_foyer_at_the_opera, "
-                                   "gauguin_three_tahitian_women, hokusai_great_wave, ..."])
+    message: str = Field(
+        examples=[
+            "unknown style 'monet'; available styles: degas_dance_foyer_at_the_opera, "
+            "gauguin_three_tahitian_women, hokusai_great_wave, ..."
+        ]
+    )
 
 
 class ErrorBody(BaseModel):
@@ -74,8 +78,9 @@ class StyleOut(BaseModel):
 
     @classmethod
     def of(cls, style: StyleInfo) -> "StyleOut":
-        return cls(name=style.name, kind=style.kind, preview_url=f"/v1/styles/{style.name}/preview",
-                   metadata=style.metadata)
+        return cls(
+            name=style.name, kind=style.kind, preview_url=f"/v1/styles/{style.name}/preview", metadata=style.metadata
+        )
 
 
 class StylesOut(BaseModel):
@@ -96,17 +101,34 @@ class JobOut(BaseModel):
     result: dict[str, Any] = Field(default_factory=dict)
     url: str = Field(examples=[f"/v1/jobs/{EXAMPLE_JOB_ID}"])
     result_url: str | None = Field(None, description="set once the job is done")
-    message: str | None = Field(None, description="in a 202 answer: what to do next (the job is still going)",
-                                examples=[f"the job is still running after wait=60 s; poll GET /v1/jobs/"
-                                          f"{EXAMPLE_JOB_ID} until its status is done, then fetch the image "
-                                          f"with GET /v1/jobs/{EXAMPLE_JOB_ID}/result"])
+    message: str | None = Field(
+        None,
+        description="in a 202 answer: what to do next (the job is still going)",
+        examples=[
+            f"the job is still running after wait=60 s; poll GET /v1/jobs/"
+            f"{EXAMPLE_JOB_ID} until its status is done, then fetch the image "
+            f"with GET /v1/jobs/{EXAMPLE_JOB_ID}/result"
+        ],
+    )
 
     @classmethod
     def of(cls, job: Job, message: str | None = None) -> "JobOut":
-        return cls(id=job.id, kind=job.kind, status=job.status, progress=round(job.progress, 4), eta_s=job.eta_s(),
-                   error=job.error, created_at=job.created_at, started_at=job.started_at,
-                   finished_at=job.finished_at, params=job.params, result=job.summary, url=f"/v1/jobs/{job.id}",
-                   result_url=f"/v1/jobs/{job.id}/result" if job.status == "done" else None, message=message)
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            status=job.status,
+            progress=round(job.progress, 4),
+            eta_s=job.eta_s(),
+            error=job.error,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            params=job.params,
+            result=job.summary,
+            url=f"/v1/jobs/{job.id}",
+            result_url=f"/v1/jobs/{job.id}/result" if job.status == "done" else None,
+            message=message,
+        )
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "string"}}}
@@ -119,11 +141,23 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the given error statuses (the body is always `ErrorBody`)."""
-    descriptions = {400: "undecodable or invalid image, or a malformed multipart body", 401: "missing or wrong API key",
-                    404: "not found", 406: "no acceptable output format", 409: "wrong state",
-                    413: "upload or image too large", 415: "not multipart/form-data, or an unknown output format",
-                    422: "bad parameters (unknown style, bad weights, a value outside its range, ...)",
-                    429: "job queue full (see Retry-After)", 503: "not ready, or too busy (see Retry-After)"}
-    return {status: {"model": ErrorBody, "description": descriptions.get(status, "error"),
-                     **({"headers": _ERROR_HEADERS[status]} if status in _ERROR_HEADERS else {})}
-            for status in statuses}
+    descriptions = {
+        400: "undecodable or invalid image, or a malformed multipart body",
+        401: "missing or wrong API key",
+        404: "not found",
+        406: "no acceptable output format",
+        409: "wrong state",
+        413: "upload or image too large",
+        415: "not multipart/form-data, or an unknown output format",
+        422: "bad parameters (unknown style, bad weights, a value outside its range, ...)",
+        429: "job queue full (see Retry-After)",
+        503: "not ready, or too busy (see Retry-After)",
+    }
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": descriptions.get(status, "error"),
+            **({"headers": _ERROR_HEADERS[status]} if status in _ERROR_HEADERS else {}),
+        }
+        for status in statuses
+    }

@@ -27,10 +27,30 @@ class RedisServer:
         assert binary, "redis-server is not installed: .ci/run installs it (apt-get install -y redis-server)"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "yes",
-             "--daemonize", "no", "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.folder / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port, socket_timeout=1)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -56,16 +76,24 @@ class Worker:
     def __init__(self, checkpoint: Path, redis_url: str, log_path: Path, **settings: object) -> None:
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("CINSTYLE_")}
-        env.update({"CINSTYLE_CHECKPOINT": str(checkpoint), "CINSTYLE_REDIS_URL": redis_url, "CINSTYLE_DEVICE": "cpu",
-                    "CINSTYLE_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)})
+        env.update(
+            {
+                "CINSTYLE_CHECKPOINT": str(checkpoint),
+                "CINSTYLE_REDIS_URL": redis_url,
+                "CINSTYLE_DEVICE": "cpu",
+                "CINSTYLE_TORCH_THREADS": "1",
+                "PYTHONPATH": str(REPO),
+            }
+        )
         env.update({f"CINSTYLE_{key.upper()}": str(value) for key, value in settings.items()})
         self.env = env
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=self.env, cwd=REPO,
-                                        stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"], env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         return self
 

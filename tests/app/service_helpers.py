@@ -41,8 +41,14 @@ def free_port() -> int:
 class Server:
     """``python -m app.cli serve`` as a subprocess; settings through CINSTYLE_* variables."""
 
-    def __init__(self, checkpoint: Path, data_dir: Path, log_path: Path, python_path_first: Path | None = None,
-                 **settings: object) -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        data_dir: Path,
+        log_path: Path,
+        python_path_first: Path | None = None,
+        **settings: object,
+    ) -> None:
         """``python_path_first``: a folder put before the repository on PYTHONPATH (to hide a package)."""
         self.checkpoint, self.data_dir, self.log_path = checkpoint, data_dir, log_path
         self.python_path = os.pathsep.join(str(p) for p in (python_path_first, REPO) if p is not None)
@@ -57,8 +63,15 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CINSTYLE_")}
-        env.update({"CINSTYLE_CHECKPOINT": str(self.checkpoint), "CINSTYLE_DATA_DIR": str(self.data_dir),
-                    "CINSTYLE_DEVICE": "cpu", "CINSTYLE_TORCH_THREADS": "1", "PYTHONPATH": self.python_path})
+        env.update(
+            {
+                "CINSTYLE_CHECKPOINT": str(self.checkpoint),
+                "CINSTYLE_DATA_DIR": str(self.data_dir),
+                "CINSTYLE_DEVICE": "cpu",
+                "CINSTYLE_TORCH_THREADS": "1",
+                "PYTHONPATH": self.python_path,
+            }
+        )
         env.update({f"CINSTYLE_{key.upper()}": str(value) for key, value in self.settings.items()})
         return env
 
@@ -67,7 +80,11 @@ class Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            env=self.env(),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         self.client = httpx.Client(base_url=self.url, timeout=120.0)
         deadline = time.monotonic() + timeout_s
@@ -106,8 +123,7 @@ class Server:
         self.process.wait(10)
 
 
-def start_server(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, name: str, **settings: object
-                 ) -> Server:
+def start_server(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, name: str, **settings: object) -> Server:
     root = tmp_path_factory.mktemp(name)
     return Server(checkpoint, root / "data", root / "server.log", **settings).start()
 

@@ -48,14 +48,23 @@ class HealthPoller:
 
 
 def test_healthz_never_stalls_while_a_style_is_learned_and_removed(server_factory, content_dir):  # noqa: F811
-    server = server_factory(DEFAULT_BANK_DIR, "loop", backend="onnx", content_dir=content_dir, learn_steps=2,
-                            learn_batch_size=1, learn_image_size=32, torch_threads=1)
+    server = server_factory(
+        DEFAULT_BANK_DIR,
+        "loop",
+        backend="onnx",
+        content_dir=content_dir,
+        learn_steps=2,
+        learn_batch_size=1,
+        learn_image_size=32,
+        torch_threads=1,
+    )
     client = server.client
     assert client.get("/readyz").json()["backend"] == "onnx"
     image = {"image": ("p.png", encode(photo(64, 48)))}
     with HealthPoller(server.url) as poller:
-        job = client.post("/v1/styles", data={"name": "stripes"},
-                          files={"style_image": ("s.png", encode(stripes()))}).json()
+        job = client.post(
+            "/v1/styles", data={"name": "stripes"}, files={"style_image": ("s.png", encode(stripes()))}
+        ).json()
         assert follow(client, job["id"])[-1]["status"] == "done"
         first_after_learn = client.post("/v1/stylize", params={"style": "stripes"}, files=image)
         assert first_after_learn.status_code == 200

@@ -23,8 +23,18 @@ from tests.app.test_service_jobs import content_dir, follow, stripes  # noqa: F4
 
 pytestmark = pytest.mark.slow
 
-FLEET = dict(learn_steps=2, learn_batch_size=1, learn_image_size=32, slow_steps=2, slow_max_side=64,
-             max_output_side=256, queue_size=2, job_lost_s=4, job_heartbeat_s=1, result_ttl_s=600)
+FLEET = dict(
+    learn_steps=2,
+    learn_batch_size=1,
+    learn_image_size=32,
+    slow_steps=2,
+    slow_max_side=64,
+    max_output_side=256,
+    queue_size=2,
+    job_lost_s=4,
+    job_heartbeat_s=1,
+    result_ttl_s=600,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +43,28 @@ def fleet(tmp_path_factory, tiny_bank, content_dir):  # noqa: F811
     redis_server = RedisServer(root / "redis").start()
     started: list = []
     try:
-        workers = [Worker(tiny_bank, redis_server.url, root / f"worker{i}.log", content_dir=content_dir,
-                          **{**FLEET, "slow_steps": 400, "slow_time_limit_s": 60}).start() for i in range(2)]
+        workers = [
+            Worker(
+                tiny_bank,
+                redis_server.url,
+                root / f"worker{i}.log",
+                content_dir=content_dir,
+                **{**FLEET, "slow_steps": 400, "slow_time_limit_s": 60},
+            ).start()
+            for i in range(2)
+        ]
         started += workers
-        replicas = [Server(tiny_bank, root / f"data{i}", root / f"api{i}.log", redis_url=redis_server.url,
-                           content_dir=content_dir, **FLEET).start() for i in range(2)]
+        replicas = [
+            Server(
+                tiny_bank,
+                root / f"data{i}",
+                root / f"api{i}.log",
+                redis_url=redis_server.url,
+                content_dir=content_dir,
+                **FLEET,
+            ).start()
+            for i in range(2)
+        ]
         started += replicas
         for worker in workers:
             worker.wait_ready()
@@ -59,8 +86,11 @@ def wait_until(condition, timeout_s: float, interval_s: float = 0.05):
 
 
 def slow_submit(client: httpx.Client, **params) -> httpx.Response:
-    return client.post("/v1/stylize", params=params, files={"image": ("p.png", encode(photo(48, 32))),
-                                                            "style_image": ("s.png", encode(stripes(48)))})
+    return client.post(
+        "/v1/stylize",
+        params=params,
+        files={"image": ("p.png", encode(photo(48, 32))), "style_image": ("s.png", encode(stripes(48)))},
+    )
 
 
 def test_readyz_and_metrics_report_redis_and_the_queue(fleet):
@@ -73,8 +103,9 @@ def test_readyz_and_metrics_report_redis_and_the_queue(fleet):
 
 def test_a_style_learned_through_a_is_served_by_b_within_2_s_and_deleted_everywhere(fleet):
     _, (a, b), _ = fleet
-    job = a.client.post("/v1/styles", data={"name": "fleet_stripes"},
-                        files={"style_image": ("s.png", encode(stripes()))})
+    job = a.client.post(
+        "/v1/styles", data={"name": "fleet_stripes"}, files={"style_image": ("s.png", encode(stripes()))}
+    )
     assert job.status_code == 202, job.text
     states = follow(b.client, job.json()["id"])  # polled through the other replica
     assert states[-1]["status"] == "done", states[-1]
@@ -88,13 +119,15 @@ def test_a_style_learned_through_a_is_served_by_b_within_2_s_and_deleted_everywh
     print(f"learned style served by the other replica {time.monotonic() - done_at:.2f} s after its job ended")
     assert {s["name"]: s["kind"] for s in a.client.get("/v1/styles").json()["styles"]}["fleet_stripes"] == "learned"
     # the same name cannot be learned twice, through either replica
-    again = b.client.post("/v1/styles", data={"name": "fleet_stripes"},
-                          files={"style_image": ("s.png", encode(stripes()))})
+    again = b.client.post(
+        "/v1/styles", data={"name": "fleet_stripes"}, files={"style_image": ("s.png", encode(stripes()))}
+    )
     assert again.status_code == 409
 
     assert b.client.delete("/v1/styles/fleet_stripes").status_code == 204
-    gone = wait_until(lambda: a.client.post("/v1/stylize", params={"style": "fleet_stripes"},
-                                            files=image).status_code == 422, 2.0)
+    gone = wait_until(
+        lambda: a.client.post("/v1/stylize", params={"style": "fleet_stripes"}, files=image).status_code == 422, 2.0
+    )
     assert gone, "replica A still served the style deleted through B after 2 s"
 
 
@@ -132,8 +165,9 @@ def test_the_queue_bound_holds_on_both_replicas(fleet):
             assert response.status_code == 202, response.text
             ids.append(response.json()["id"])
             if len(ids) == 2:
-                assert wait_until(lambda: sum(b.client.get(f"/v1/jobs/{i}").json()["status"] == "running"
-                                              for i in ids) == 2, 30)
+                assert wait_until(
+                    lambda: sum(b.client.get(f"/v1/jobs/{i}").json()["status"] == "running" for i in ids) == 2, 30
+                )
         for client in (a.client, b.client):
             refused = slow_submit(client)
             assert refused.status_code == 429 and error_of(refused)["code"] == "queue_full"
@@ -167,8 +201,9 @@ def test_learned_styles_survive_a_redis_restart_and_replicas_recover(fleet, tmp_
     job = a.client.post("/v1/styles", data={"name": "kept"}, files={"style_image": ("s.png", encode(stripes()))})
     assert follow(a.client, job.json()["id"])[-1]["status"] == "done"
     image = {"image": ("p.png", encode(photo()))}
-    assert wait_until(lambda: a.client.post("/v1/stylize", params={"style": "kept"}, files=image).status_code == 200,
-                      2.0)
+    assert wait_until(
+        lambda: a.client.post("/v1/stylize", params={"style": "kept"}, files=image).status_code == 200, 2.0
+    )
     redis_server.stop()
     down = wait_until(lambda: a.client.get("/readyz").status_code == 503, 10)
     assert down, "readyz did not notice that Redis is gone"
@@ -178,8 +213,9 @@ def test_learned_styles_survive_a_redis_restart_and_replicas_recover(fleet, tmp_
     # the fast path keeps serving the styles it has
     assert a.client.post("/v1/stylize", params={"style": "kept"}, files=image).status_code == 200
     redis_server.start()  # same dir and port: the AOF brings the styles back
-    assert wait_until(lambda: a.client.get("/readyz").status_code == 200 and
-                      b.client.get("/readyz").status_code == 200, 15)
+    assert wait_until(
+        lambda: a.client.get("/readyz").status_code == 200 and b.client.get("/readyz").status_code == 200, 15
+    )
     names = [s["name"] for s in b.client.get("/v1/styles").json()["styles"]]
     assert "kept" in names
     assert json.loads(redis_server.client().hget("cinstyle:job:" + job.json()["id"], "status")) == "done"

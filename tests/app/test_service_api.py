@@ -16,8 +16,15 @@ MAX_SIDE = 64
 
 @pytest.fixture(scope="module")
 def server(server_factory, tiny_bank) -> Server:
-    return server_factory(tiny_bank, "api", concurrency=1, max_waiting=64, max_upload_bytes=MAX_UPLOAD,
-                          max_pixels=MAX_PIXELS, max_output_side=MAX_SIDE)
+    return server_factory(
+        tiny_bank,
+        "api",
+        concurrency=1,
+        max_waiting=64,
+        max_upload_bytes=MAX_UPLOAD,
+        max_pixels=MAX_PIXELS,
+        max_output_side=MAX_SIDE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +76,17 @@ def test_preview_is_a_cached_png(client):
 def test_docs_and_openapi(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/healthz", "/readyz", "/v1/styles", "/v1/styles/{name}/preview", "/v1/stylize",
-                 "/v1/styles/{name}", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/metrics"):
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/v1/styles",
+        "/v1/styles/{name}/preview",
+        "/v1/stylize",
+        "/v1/styles/{name}",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/result",
+        "/metrics",
+    ):
         assert path in paths
 
 
@@ -99,18 +115,22 @@ def test_blend_keeps_order_and_normalizes(client):
     assert post(client, data, style="gamma:1,alpha:0").content == post(client, data, style="gamma").content
 
 
-@pytest.mark.parametrize(("params", "headers", "media", "pil_format"), [
-    ({"format": "jpeg"}, {}, "image/jpeg", "JPEG"),
-    ({"format": "jpg"}, {}, "image/jpeg", "JPEG"),
-    ({"format": "webp"}, {}, "image/webp", "WEBP"),
-    ({}, {"accept": "image/webp"}, "image/webp", "WEBP"),
-    ({}, {"accept": "image/png;q=0.5, image/jpeg"}, "image/jpeg", "JPEG"),
-    ({}, {"accept": "text/html,*/*;q=0.8"}, "image/png", "PNG"),
-    ({"format": "png"}, {"accept": "image/jpeg"}, "image/png", "PNG"),
-])
+@pytest.mark.parametrize(
+    ("params", "headers", "media", "pil_format"),
+    [
+        ({"format": "jpeg"}, {}, "image/jpeg", "JPEG"),
+        ({"format": "jpg"}, {}, "image/jpeg", "JPEG"),
+        ({"format": "webp"}, {}, "image/webp", "WEBP"),
+        ({}, {"accept": "image/webp"}, "image/webp", "WEBP"),
+        ({}, {"accept": "image/png;q=0.5, image/jpeg"}, "image/jpeg", "JPEG"),
+        ({}, {"accept": "text/html,*/*;q=0.8"}, "image/png", "PNG"),
+        ({"format": "png"}, {"accept": "image/jpeg"}, "image/png", "PNG"),
+    ],
+)
 def test_output_format_from_query_or_accept(client, params, headers, media, pil_format):
-    response = client.post("/v1/stylize", params={"style": "beta", **params}, headers=headers,
-                           files={"image": ("p.png", encode(photo()))})
+    response = client.post(
+        "/v1/stylize", params={"style": "beta", **params}, headers=headers, files={"image": ("p.png", encode(photo()))}
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == media
     assert decode(response.content).format == pil_format
@@ -152,10 +172,16 @@ def test_exif_orientation_is_applied(client):
     assert out.size == (32, 48)
 
 
-@pytest.mark.parametrize("image", [
-    photo(40, 30, "L"), photo(40, 30, "P"), photo(40, 30, "CMYK"), photo(40, 30, "LA"),
-    photo(40, 30, "L").point(lambda v: v * 256, "I").convert("I;16"),
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        photo(40, 30, "L"),
+        photo(40, 30, "P"),
+        photo(40, 30, "CMYK"),
+        photo(40, 30, "LA"),
+        photo(40, 30, "L").point(lambda v: v * 256, "I").convert("I;16"),
+    ],
+)
 def test_other_modes_are_converted(client, image):
     fmt = "JPEG" if image.mode == "CMYK" else ("TIFF" if image.mode == "I;16" else "PNG")
     response = post(client, encode(image, fmt), style="beta")
@@ -166,26 +192,29 @@ def test_other_modes_are_converted(client, image):
 # -- errors ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("data", "params", "status", "code"), [
-    (b"definitely not an image", {"style": "alpha"}, 400, "invalid_image"),
-    (b"", {"style": "alpha"}, 400, "invalid_image"),
-    (encode(photo(48, 32))[:200], {"style": "alpha"}, 400, "invalid_image"),
-    (encode(photo(8, 8)), {"style": "alpha"}, 400, "invalid_image"),
-    (encode(photo()), {"style": "monet"}, 422, "unknown_style"),
-    (encode(photo()), {"style": "alpha:-1"}, 422, "invalid_style_weights"),
-    (encode(photo()), {"style": "alpha:0,beta:0"}, 422, "invalid_style_weights"),
-    (encode(photo()), {"style": "alpha:x"}, 422, "invalid_style_weights"),
-    (encode(photo()), {"style": "alpha:nan"}, 422, "invalid_style_weights"),
-    (encode(photo()), {"style": "alpha,alpha"}, 422, "invalid_style_weights"),
-    (encode(photo()), {"style": ""}, 422, "invalid_style_weights"),
-    (encode(photo()), {}, 422, "invalid_parameter"),
-    (encode(photo()), {"style": "alpha", "strength": 1.5}, 422, "invalid_parameter"),
-    (encode(photo()), {"style": "alpha", "strength": -0.1}, 422, "invalid_parameter"),
-    (encode(photo()), {"style": "alpha", "strength": "abc"}, 422, "invalid_parameter"),
-    (encode(photo()), {"style": "alpha", "max_side": 4096}, 422, "invalid_parameter"),
-    (encode(photo()), {"style": "alpha", "max_side": 4}, 422, "invalid_parameter"),
-    (encode(photo()), {"style": "alpha", "format": "bmp"}, 415, "unsupported_media_type"),
-])
+@pytest.mark.parametrize(
+    ("data", "params", "status", "code"),
+    [
+        (b"definitely not an image", {"style": "alpha"}, 400, "invalid_image"),
+        (b"", {"style": "alpha"}, 400, "invalid_image"),
+        (encode(photo(48, 32))[:200], {"style": "alpha"}, 400, "invalid_image"),
+        (encode(photo(8, 8)), {"style": "alpha"}, 400, "invalid_image"),
+        (encode(photo()), {"style": "monet"}, 422, "unknown_style"),
+        (encode(photo()), {"style": "alpha:-1"}, 422, "invalid_style_weights"),
+        (encode(photo()), {"style": "alpha:0,beta:0"}, 422, "invalid_style_weights"),
+        (encode(photo()), {"style": "alpha:x"}, 422, "invalid_style_weights"),
+        (encode(photo()), {"style": "alpha:nan"}, 422, "invalid_style_weights"),
+        (encode(photo()), {"style": "alpha,alpha"}, 422, "invalid_style_weights"),
+        (encode(photo()), {"style": ""}, 422, "invalid_style_weights"),
+        (encode(photo()), {}, 422, "invalid_parameter"),
+        (encode(photo()), {"style": "alpha", "strength": 1.5}, 422, "invalid_parameter"),
+        (encode(photo()), {"style": "alpha", "strength": -0.1}, 422, "invalid_parameter"),
+        (encode(photo()), {"style": "alpha", "strength": "abc"}, 422, "invalid_parameter"),
+        (encode(photo()), {"style": "alpha", "max_side": 4096}, 422, "invalid_parameter"),
+        (encode(photo()), {"style": "alpha", "max_side": 4}, 422, "invalid_parameter"),
+        (encode(photo()), {"style": "alpha", "format": "bmp"}, 415, "unsupported_media_type"),
+    ],
+)
 def test_bad_requests_get_json_errors(client, data, params, status, code):
     response = post(client, data, **params)
     assert response.status_code == status, response.text
@@ -202,11 +231,16 @@ def test_error_messages_teach(client):
 def test_missing_image_and_wrong_content_type(client):
     no_image = client.post("/v1/stylize", params={"style": "alpha"}, files={"other": ("x", b"x")})
     assert no_image.status_code == 422 and "image" in error_of(no_image)["message"]
-    raw = client.post("/v1/stylize", params={"style": "alpha"}, content=encode(photo()),
-                      headers={"content-type": "image/png"})
+    raw = client.post(
+        "/v1/stylize", params={"style": "alpha"}, content=encode(photo()), headers={"content-type": "image/png"}
+    )
     assert raw.status_code == 415 and error_of(raw)["code"] == "unsupported_media_type"
-    not_acceptable = client.post("/v1/stylize", params={"style": "alpha"}, headers={"accept": "application/json"},
-                                 files={"image": ("p.png", encode(photo()))})
+    not_acceptable = client.post(
+        "/v1/stylize",
+        params={"style": "alpha"},
+        headers={"accept": "application/json"},
+        files={"image": ("p.png", encode(photo()))},
+    )
     assert not_acceptable.status_code == 406 and error_of(not_acceptable)["code"] == "not_acceptable"
 
 
@@ -220,12 +254,20 @@ def test_too_many_bytes_is_413_early_and_while_streaming(client):
         for _ in range(40):
             yield b"\0" * 10_000
 
-    streamed = client.post("/v1/stylize", params={"style": "alpha"}, content=chunks(),
-                           headers={"content-type": "multipart/form-data; boundary=xyz"})
+    streamed = client.post(
+        "/v1/stylize",
+        params={"style": "alpha"},
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
     assert streamed.status_code == 413 and error_of(streamed)["code"] == "payload_too_large"
     assert client.get("/healthz").status_code == 200
-    garbage = client.post("/v1/stylize", params={"style": "alpha"}, content=b"--nope",
-                          headers={"content-type": "multipart/form-data; boundary=xyz"})
+    garbage = client.post(
+        "/v1/stylize",
+        params={"style": "alpha"},
+        content=b"--nope",
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
     assert garbage.status_code == 400 and error_of(garbage)["code"] == "bad_request"
 
 
@@ -261,11 +303,13 @@ def test_concurrent_requests_all_succeed_within_the_limit(client):
     assert metric(after, "cinstyle_inference_in_flight_peak") == 1  # concurrency=1: never more at once
     assert metric(after, "cinstyle_inference_concurrency_limit") == 1
     assert metric(after, "cinstyle_inference_in_flight") == 0 and metric(after, "cinstyle_inference_waiting") == 0
-    counted = (metric(after, "cinstyle_http_requests_total", route="/v1/stylize", status="200")
-               - metric(before, "cinstyle_http_requests_total", route="/v1/stylize", status="200"))
+    counted = metric(after, "cinstyle_http_requests_total", route="/v1/stylize", status="200") - metric(
+        before, "cinstyle_http_requests_total", route="/v1/stylize", status="200"
+    )
     assert counted == 20
-    timed = (metric(after, "cinstyle_inference_seconds_count", kind="fast")
-             - metric(before, "cinstyle_inference_seconds_count", kind="fast"))
+    timed = metric(after, "cinstyle_inference_seconds_count", kind="fast") - metric(
+        before, "cinstyle_inference_seconds_count", kind="fast"
+    )
     assert timed == 20
 
 

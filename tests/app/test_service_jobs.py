@@ -16,8 +16,18 @@ from tests.app.service_helpers import Server, decode, encode, error_of, photo
 
 API_KEY = "s3cret-key"
 AUTH = {"X-API-Key": API_KEY}
-JOB_SETTINGS = dict(api_key=API_KEY, slow_steps=30, slow_time_limit_s=60, slow_max_side=256, max_output_side=256,
-                    learn_steps=20, learn_batch_size=1, learn_image_size=32, queue_size=1, job_workers=1)
+JOB_SETTINGS = dict(
+    api_key=API_KEY,
+    slow_steps=30,
+    slow_time_limit_s=60,
+    slow_max_side=256,
+    max_output_side=256,
+    learn_steps=20,
+    learn_batch_size=1,
+    learn_image_size=32,
+    queue_size=1,
+    job_workers=1,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +56,11 @@ def server(server_factory, tiny_bank, content_dir) -> Server:
 
 
 def slow_post(client: httpx.Client, content: Image.Image, style: Image.Image, **params) -> httpx.Response:
-    return client.post("/v1/stylize", params=params,
-                       files={"image": ("photo.png", encode(content)), "style_image": ("painting.png", encode(style))})
+    return client.post(
+        "/v1/stylize",
+        params=params,
+        files={"image": ("photo.png", encode(content)), "style_image": ("painting.png", encode(style))},
+    )
 
 
 def follow(client: httpx.Client, job_id: str, timeout_s: float = 120.0) -> list[dict]:
@@ -153,8 +166,12 @@ def test_a_waiting_client_that_leaves_cancels_its_job(server):
     client = server.client
     before = client.get("/readyz").json()["jobs"]["cancelled"]
     with pytest.raises(httpx.ReadTimeout):
-        client.post("/v1/stylize", params={"wait": 60}, timeout=2.0,
-                    files={"image": ("p.png", encode(photo(256, 256))), "style_image": ("s.png", encode(stripes()))})
+        client.post(
+            "/v1/stylize",
+            params={"wait": 60},
+            timeout=2.0,
+            files={"image": ("p.png", encode(photo(256, 256))), "style_image": ("s.png", encode(stripes()))},
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         jobs = client.get("/readyz").json()["jobs"]
@@ -167,8 +184,13 @@ def test_a_waiting_client_that_leaves_cancels_its_job(server):
 
 def test_job_ids_are_validated(server):
     client = server.client
-    for path in (f"/v1/jobs/{uuid.uuid4().hex}", "/v1/jobs/not-a-job", "/v1/jobs/..%2F..%2Fetc%2Fpasswd",
-                 f"/v1/jobs/{uuid.uuid4().hex}/result", "/v1/jobs/%2e%2e/result"):
+    for path in (
+        f"/v1/jobs/{uuid.uuid4().hex}",
+        "/v1/jobs/not-a-job",
+        "/v1/jobs/..%2F..%2Fetc%2Fpasswd",
+        f"/v1/jobs/{uuid.uuid4().hex}/result",
+        "/v1/jobs/%2e%2e/result",
+    ):
         response = client.get(path)
         assert response.status_code == 404, path
         assert error_of(response)["code"] == "not_found"
@@ -186,12 +208,21 @@ def test_changing_the_bank_needs_the_api_key(server):
     assert "nope" not in [s["name"] for s in client.get("/v1/styles").json()["styles"]]
 
 
-@pytest.mark.parametrize(("name", "status"), [
-    ("../evil", 422), ("/etc/passwd", 422), ("Bad Name", 422), ("x" * 65, 422), ("", 422), ("alpha", 409),
-])
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("../evil", 422),
+        ("/etc/passwd", 422),
+        ("Bad Name", 422),
+        ("x" * 65, 422),
+        ("", 422),
+        ("alpha", 409),
+    ],
+)
 def test_bad_style_names_are_refused(server, name, status):
-    response = server.client.post("/v1/styles", data={"name": name}, headers=AUTH,
-                                  files={"style_image": ("p.png", encode(stripes()))})
+    response = server.client.post(
+        "/v1/styles", data={"name": name}, headers=AUTH, files={"style_image": ("p.png", encode(stripes()))}
+    )
     assert response.status_code == status, response.text
     error_of(response)
     data_root = server.data_dir.parent
@@ -201,19 +232,25 @@ def test_bad_style_names_are_refused(server, name, status):
 def test_learn_style_without_image_or_with_a_bad_one(server):
     missing = server.client.post("/v1/styles", data={"name": "lonely"}, headers=AUTH)
     assert missing.status_code in (415, 422)
-    broken = server.client.post("/v1/styles", data={"name": "broken"}, headers=AUTH,
-                                files={"style_image": ("p.png", b"not an image")})
+    broken = server.client.post(
+        "/v1/styles", data={"name": "broken"}, headers=AUTH, files={"style_image": ("p.png", b"not an image")}
+    )
     assert broken.status_code == 400 and error_of(broken)["code"] == "invalid_image"
 
 
 def test_learned_style_is_usable_survives_restart_and_can_be_removed(server):
     client = server.client
-    learn = client.post("/v1/styles", data={"name": "stripes"}, files={"style_image": ("p.png", encode(stripes()))},
-                        headers={"Authorization": f"Bearer {API_KEY}"})
+    learn = client.post(
+        "/v1/styles",
+        data={"name": "stripes"},
+        files={"style_image": ("p.png", encode(stripes()))},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
     assert learn.status_code == 202, learn.text
     assert learn.headers["location"] == f"/v1/jobs/{learn.json()['id']}"
-    taken = client.post("/v1/styles", data={"name": "stripes"}, headers=AUTH,
-                        files={"style_image": ("p.png", encode(stripes()))})
+    taken = client.post(
+        "/v1/styles", data={"name": "stripes"}, headers=AUTH, files={"style_image": ("p.png", encode(stripes()))}
+    )
     assert taken.status_code == 409  # being learned right now
     states = follow(client, learn.json()["id"])
     assert states[-1]["status"] == "done", states[-1]
@@ -226,8 +263,9 @@ def test_learned_style_is_usable_survives_restart_and_can_be_removed(server):
     assert (server.data_dir / "styles" / "stripes.safetensors").is_file()
     single = client.post("/v1/stylize", params={"style": "stripes"}, files={"image": ("p.png", encode(photo()))})
     assert single.status_code == 200 and single.headers["x-style-weights"] == "stripes:1"
-    blend = client.post("/v1/stylize", params={"style": "alpha:1,stripes:3"},
-                        files={"image": ("p.png", encode(photo()))})
+    blend = client.post(
+        "/v1/stylize", params={"style": "alpha:1,stripes:3"}, files={"image": ("p.png", encode(photo()))}
+    )
     assert blend.status_code == 200 and blend.headers["x-style-weights"] == "alpha:0.25,stripes:0.75"
     assert client.get("/v1/styles/stripes/preview").status_code == 200
     finished = slow_post(client, photo(32, 32), stripes(), wait=60)
@@ -255,10 +293,10 @@ def test_learned_style_is_usable_survives_restart_and_can_be_removed(server):
 
 
 def test_kill_9_while_learning_leaves_no_corrupt_file(server_factory, tiny_bank, content_dir):
-    server = server_factory(tiny_bank, "killed", content_dir=content_dir,
-                            **{**JOB_SETTINGS, "learn_steps": 100_000})
-    learn = server.client.post("/v1/styles", data={"name": "doomed"}, headers=AUTH,
-                               files={"style_image": ("p.png", encode(stripes()))})
+    server = server_factory(tiny_bank, "killed", content_dir=content_dir, **{**JOB_SETTINGS, "learn_steps": 100_000})
+    learn = server.client.post(
+        "/v1/styles", data={"name": "doomed"}, headers=AUTH, files={"style_image": ("p.png", encode(stripes()))}
+    )
     assert learn.status_code == 202
     job_id = learn.json()["id"]
     wait_status(server.client, job_id, "running")
@@ -276,13 +314,13 @@ def test_kill_9_while_learning_leaves_no_corrupt_file(server_factory, tiny_bank,
     assert ok.status_code == 200
 
 
-def test_a_learn_job_killed_after_its_style_was_stored_reads_done_after_restart(server_factory, tiny_bank,
-                                                                                 content_dir):
+def test_a_learn_job_killed_after_its_style_was_stored_reads_done_after_restart(server_factory, tiny_bank, content_dir):
     """A kill between storing the style and recording the job leaves exactly this on disk: the job's record
     says running, and the style file names the job. The restarted server must agree with the disk: done."""
     server = server_factory(tiny_bank, "reconciled", content_dir=content_dir, **JOB_SETTINGS)
-    learn = server.client.post("/v1/styles", data={"name": "kept_by_disk"}, headers=AUTH,
-                               files={"style_image": ("p.png", encode(stripes()))})
+    learn = server.client.post(
+        "/v1/styles", data={"name": "kept_by_disk"}, headers=AUTH, files={"style_image": ("p.png", encode(stripes()))}
+    )
     job_id = learn.json()["id"]
     assert follow(server.client, job_id)[-1]["status"] == "done"
     server.kill9()
@@ -292,8 +330,9 @@ def test_a_learn_job_killed_after_its_style_was_stored_reads_done_after_restart(
     record_path.write_text(json.dumps(record))
     # a second interrupted learn job whose style never got stored stays a clear failure
     lost_id = uuid.uuid4().hex
-    (server.data_dir / "jobs" / f"{lost_id}.json").write_text(json.dumps(
-        {**record, "id": lost_id, "params": {"name": "never_stored", "source_sha256": "0" * 64}}))
+    (server.data_dir / "jobs" / f"{lost_id}.json").write_text(
+        json.dumps({**record, "id": lost_id, "params": {"name": "never_stored", "source_sha256": "0" * 64}})
+    )
 
     server.start()
     job = server.client.get(f"/v1/jobs/{job_id}").json()

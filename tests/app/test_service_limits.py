@@ -50,8 +50,9 @@ def test_bad_checkpoint_is_not_ready_but_alive(tmp_path):
         assert ready.headers["retry-after"]
         styles = server.client.get("/v1/styles")
         assert styles.status_code == 503 and error_of(styles)["code"] == "not_ready"
-        stylize = server.client.post("/v1/stylize", params={"style": "alpha"},
-                                     files={"image": ("p.png", encode(photo()))})
+        stylize = server.client.post(
+            "/v1/stylize", params={"style": "alpha"}, files={"image": ("p.png", encode(photo()))}
+        )
         assert stylize.status_code == 503
     finally:
         server.stop()

@@ -18,8 +18,9 @@ def test_onnx_backend_serves_styles_and_blends_like_torch(server_factory, tiny_b
     bank = load_bank(tiny_bank)
     source = photo(46, 30, seed=3)
     for spec, weights in (("alpha", [1.0, 0.0, 0.0]), ("beta:1,gamma:3", [0.0, 0.25, 0.75])):
-        response = server.client.post("/v1/stylize", params={"style": spec},
-                                      files={"image": ("p.png", encode(source), "image/png")})
+        response = server.client.post(
+            "/v1/stylize", params={"style": spec}, files={"image": ("p.png", encode(source), "image/png")}
+        )
         assert response.status_code == 200, response.text
         served = np.asarray(decode(response.content), dtype=np.int16)
         expected = stylize_tensor(bank.network, image_to_tensor(source), torch.tensor([weights]))
@@ -45,12 +46,14 @@ def _fake_onnx_package(root: Path, source: str) -> Path:
 def test_auto_backend_serves_with_torch_when_onnx_is_missing(tmp_path, tiny_bank):
     # A fresh install once lacked the onnx package (torch's exporter needs it beside onnxruntime).
     hidden = _fake_onnx_package(tmp_path / "path", "raise ImportError('onnx hidden by the test')\n")
-    server = Server(tiny_bank, tmp_path / "data", tmp_path / "server.log", python_path_first=hidden,
-                    concurrency=1).start()
+    server = Server(
+        tiny_bank, tmp_path / "data", tmp_path / "server.log", python_path_first=hidden, concurrency=1
+    ).start()
     try:
         assert server.client.get("/readyz").json()["backend"] == "torch"
-        response = server.client.post("/v1/stylize", params={"style": "alpha"},
-                                      files={"image": ("p.png", encode(photo()), "image/png")})
+        response = server.client.post(
+            "/v1/stylize", params={"style": "alpha"}, files={"image": ("p.png", encode(photo()), "image/png")}
+        )
         assert response.status_code == 200 and decode(response.content).size == photo().size
     finally:
         server.stop()
@@ -58,8 +61,7 @@ def test_auto_backend_serves_with_torch_when_onnx_is_missing(tmp_path, tiny_bank
 
 def test_asking_for_onnx_without_it_stops_with_the_install_command(tmp_path, tiny_bank):
     hidden = _fake_onnx_package(tmp_path / "path", "raise ImportError('onnx hidden by the test')\n")
-    server = Server(tiny_bank, tmp_path / "data", tmp_path / "server.log", python_path_first=hidden,
-                    backend="onnx")
+    server = Server(tiny_bank, tmp_path / "data", tmp_path / "server.log", python_path_first=hidden, backend="onnx")
     with pytest.raises(RuntimeError, match="server exited") as failure:
         server.start(wait_ready=False)
     assert "pip install onnx onnxruntime" in str(failure.value)
@@ -68,8 +70,9 @@ def test_asking_for_onnx_without_it_stops_with_the_install_command(tmp_path, tin
 def test_a_failed_onnx_export_is_reported_by_readyz_not_loading_forever(tmp_path, tiny_bank):
     # An onnx package that imports but is broken: the export fails after the bank has loaded.
     broken = _fake_onnx_package(tmp_path / "path", "# imports, but has none of onnx's functions\n")
-    server = Server(tiny_bank, tmp_path / "data", tmp_path / "server.log", python_path_first=broken,
-                    backend="onnx", concurrency=1).start(wait_ready=False)
+    server = Server(
+        tiny_bank, tmp_path / "data", tmp_path / "server.log", python_path_first=broken, backend="onnx", concurrency=1
+    ).start(wait_ready=False)
     try:
         ready = server.client.get("/readyz")
         for _ in range(300):  # loading happens in the background

@@ -35,6 +35,7 @@ def blocking_work(release: threading.Event, started: threading.Event | None = No
             if ctx.cancel.is_set():
                 raise CancelledError("cancelled")
         return JobOutcome(b"\x89PNG fake", "image/png", {"ok": True})
+
     return work
 
 
@@ -136,11 +137,18 @@ def test_finished_jobs_expire(tmp_path):
         jobs.stop(5)
 
 
-@pytest.mark.parametrize(("requested", "accept", "expected"), [
-    (None, None, "png"), ("JPG", "image/webp", "jpeg"), (None, "image/webp", "webp"),
-    (None, "image/jpeg;q=0.4, image/webp;q=0.9", "webp"), (None, "image/*", "png"),
-    (None, "image/webp;q=0, */*;q=0.1", "png"), (None, "text/html, image/jpeg;q=0.2", "jpeg"),
-])
+@pytest.mark.parametrize(
+    ("requested", "accept", "expected"),
+    [
+        (None, None, "png"),
+        ("JPG", "image/webp", "jpeg"),
+        (None, "image/webp", "webp"),
+        (None, "image/jpeg;q=0.4, image/webp;q=0.9", "webp"),
+        (None, "image/*", "png"),
+        (None, "image/webp;q=0, */*;q=0.1", "png"),
+        (None, "text/html, image/jpeg;q=0.2", "jpeg"),
+    ],
+)
 def test_choose_format(requested, accept, expected):
     assert choose_format(requested, accept) == expected
 

@@ -26,8 +26,18 @@ def test_stylize_writes_the_network_output(tiny_bank, tmp_path):
     source = tmp_path / "in.png"
     gradient_image(40, 24).save(source)
     out = tmp_path / "out" / "styled.png"
-    result = run_cli("stylize", str(source), "-s", f"{TINY_STYLES[1]}:3,{TINY_STYLES[0]}:1", "-o", str(out),
-                     "--checkpoint", str(tiny_bank), "--device", "cpu")
+    result = run_cli(
+        "stylize",
+        str(source),
+        "-s",
+        f"{TINY_STYLES[1]}:3,{TINY_STYLES[0]}:1",
+        "-o",
+        str(out),
+        "--checkpoint",
+        str(tiny_bank),
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     assert f"{TINY_STYLES[1]}:0.75,{TINY_STYLES[0]}:0.25" in result.stderr
     written = Image.open(out)
@@ -42,8 +52,9 @@ def test_stylize_strength_zero_returns_the_input(tiny_bank, tmp_path):
     source = tmp_path / "in.png"
     gradient_image(32, 32).save(source)
     out = tmp_path / "same.png"
-    result = run_cli("stylize", str(source), "-s", TINY_STYLES[0], "-o", str(out), "--checkpoint", str(tiny_bank),
-                     "--strength", "0")
+    result = run_cli(
+        "stylize", str(source), "-s", TINY_STYLES[0], "-o", str(out), "--checkpoint", str(tiny_bank), "--strength", "0"
+    )
     assert result.returncode == 0, result.stderr
     assert list(Image.open(out).getdata()) == list(gradient_image(32, 32).getdata())
 
@@ -61,13 +72,15 @@ def test_user_errors_exit_2_without_traceback(tiny_bank, tmp_path):
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"not an image")
-    result = run_cli("stylize", str(garbage), "-s", TINY_STYLES[0], "-o", str(tmp_path / "x.png"),
-                     "--checkpoint", str(tiny_bank))
+    result = run_cli(
+        "stylize", str(garbage), "-s", TINY_STYLES[0], "-o", str(tmp_path / "x.png"), "--checkpoint", str(tiny_bank)
+    )
     assert result.returncode == 2 and "not an image format" in result.stderr
     result = run_cli("styles", "--checkpoint", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a bank folder" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli("stylize", str(source), "-s", TINY_STYLES[0], "-o", str(tmp_path / "x.gif"),
-                     "--checkpoint", str(tiny_bank))
+    result = run_cli(
+        "stylize", str(source), "-s", TINY_STYLES[0], "-o", str(tmp_path / "x.gif"), "--checkpoint", str(tiny_bank)
+    )
     assert result.returncode == 2 and "use one of png, jpeg, webp" in result.stderr
 
 
@@ -76,16 +89,49 @@ def test_train_takes_the_architecture_and_layer_weight_options(tmp_path):
 
     styles = write_paintings(tmp_path / "styles", ["one", "two"])
     write_photos(tmp_path / "photos", 3)
-    common = ["train", "--styles", *map(str, styles), "--content", str(tmp_path / "photos"),
-              "--steps", "2", "--batch-size", "1", "--image-size", "32", "--style-size", "64",
-              "--channels", "4", "8", "8", "--n-residual", "1", "--device", "cpu"]
+    common = [
+        "train",
+        "--styles",
+        *map(str, styles),
+        "--content",
+        str(tmp_path / "photos"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--image-size",
+        "32",
+        "--style-size",
+        "64",
+        "--channels",
+        "4",
+        "8",
+        "8",
+        "--n-residual",
+        "1",
+        "--device",
+        "cpu",
+    ]
     result = run_cli(*common, "--out", str(tmp_path / "bad"), "--style-layer-weight", "relu4_1")
     assert result.returncode == 2 and "LAYER=WEIGHT" in result.stderr and "Traceback" not in result.stderr
     result = run_cli(*common, "--out", str(tmp_path / "bad2"), "--style-layer-weight", "relu9_1=2")
     assert result.returncode == 2 and "relu9_1" in result.stderr
 
-    result = run_cli(*common, "--out", str(tmp_path / "run"), "--decoder-channels", "6", "2", "--outer-kernel", "3",
-                     "--style-layer-weight", "relu4_1=4", "--resize-range", "40", "56")
+    result = run_cli(
+        *common,
+        "--out",
+        str(tmp_path / "run"),
+        "--decoder-channels",
+        "6",
+        "2",
+        "--outer-kernel",
+        "3",
+        "--style-layer-weight",
+        "relu4_1=4",
+        "--resize-range",
+        "40",
+        "56",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     bank = load_bank(tmp_path / "run" / "bank")
     assert bank.config.decoder_channels == (6, 2) and bank.config.outer_kernel == 3
@@ -102,13 +148,28 @@ def test_stylize_with_a_style_image_runs_the_slow_path_from_either_start(tiny_ba
     outputs = {}
     for init in ("content", "nearest"):
         out = tmp_path / f"{init}.png"
-        result = run_cli("stylize", str(source), "--style-image", str(painting), "-o", str(out), "--steps", "3",
-                         "--init", init, "--checkpoint", str(tiny_bank), "--device", "cpu")
+        result = run_cli(
+            "stylize",
+            str(source),
+            "--style-image",
+            str(painting),
+            "-o",
+            str(out),
+            "--steps",
+            "3",
+            "--init",
+            init,
+            "--checkpoint",
+            str(tiny_bank),
+            "--device",
+            "cpu",
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert ("nearest blend" in result.stderr) == (init == "nearest")
         outputs[init] = image_to_tensor(Image.open(out))
         assert outputs[init].shape == (1, 3, 32, 40)
     assert not torch.equal(outputs["content"], outputs["nearest"])
-    result = run_cli("stylize", str(source), "--style-image", str(painting), "-o", str(tmp_path / "x.png"),
-                     "--init", "elsewhere")
+    result = run_cli(
+        "stylize", str(source), "--style-image", str(painting), "-o", str(tmp_path / "x.png"), "--init", "elsewhere"
+    )
     assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -65,15 +65,18 @@ def test_wrong_weight_shape_is_refused():
         norm(torch.rand(2, 4, 8, 8), torch.ones(2, 2))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_styles": 0}, "n_styles"),
-    ({"n_styles": 2, "channels": (4, 8)}, "channels"),
-    ({"n_styles": 2, "channels": (4, 0, 8)}, "channels"),
-    ({"n_styles": 2, "n_residual": -1}, "n_residual"),
-    ({"n_styles": 2, "outer_kernel": 4}, "outer_kernel"),
-    ({"n_styles": 2, "decoder_channels": (8,)}, "decoder_channels"),
-    ({"n_styles": 2, "decoder_channels": (8, 0)}, "decoder_channels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_styles": 0}, "n_styles"),
+        ({"n_styles": 2, "channels": (4, 8)}, "channels"),
+        ({"n_styles": 2, "channels": (4, 0, 8)}, "channels"),
+        ({"n_styles": 2, "n_residual": -1}, "n_residual"),
+        ({"n_styles": 2, "outer_kernel": 4}, "outer_kernel"),
+        ({"n_styles": 2, "decoder_channels": (8,)}, "decoder_channels"),
+        ({"n_styles": 2, "decoder_channels": (8, 0)}, "decoder_channels"),
+    ],
+)
 def test_config_validation_names_the_bad_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TransformerConfig(**kwargs)

@@ -37,14 +37,19 @@ def test_at_least_16_readable_styles_and_a_described_training(bank):
 
 def test_styles_give_clearly_different_pictures(bank):
     photo = _photo()
-    outputs = [stylize_tensor(bank.network, photo, torch.eye(len(bank.style_names))[i:i + 1])
-               for i in range(len(bank.style_names))]
+    outputs = [
+        stylize_tensor(bank.network, photo, torch.eye(len(bank.style_names))[i : i + 1])
+        for i in range(len(bank.style_names))
+    ]
     for out in outputs:
         assert (out - photo).abs().mean() > 0.05  # every style changes the photo
     # Remove each output's mean colour: what is left (texture, strokes) must differ between styles too.
     textures = [out - out.mean(dim=(2, 3), keepdim=True) for out in outputs]
-    closest = min((textures[i] - textures[j]).abs().mean().item()
-                  for i in range(len(textures)) for j in range(i + 1, len(textures)))
+    closest = min(
+        (textures[i] - textures[j]).abs().mean().item()
+        for i in range(len(textures))
+        for j in range(i + 1, len(textures))
+    )
     assert closest > 0.01
 
 

@@ -97,8 +97,10 @@ def test_truncated_image_is_invalid():
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims a huge size but carries almost no data (a decompression bomb's header)."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
@@ -118,27 +120,33 @@ def test_too_small_image_is_refused():
     assert decode_image(to_bytes(gradient_image(16, 16)), max_side=16).rgb.size == (16, 16)
 
 
-@pytest.mark.parametrize("size, max_side, fitted", [
-    ((64, 2048), 512, (16, 512)),  # exactly at the limit
-    ((2048, 64), 512, (512, 16)),
-    ((62, 2048), 512, (16, 512)),  # 15.5 rounds to 16, as downscale rounds it
-    ((16, 4000), None, (16, 4000)),  # no max_side: only the 16 px minimum
-    ((16, 16), 16, (16, 16)),
-    ((300, 200), 1000, (300, 200)),  # never enlarged
-])
+@pytest.mark.parametrize(
+    "size, max_side, fitted",
+    [
+        ((64, 2048), 512, (16, 512)),  # exactly at the limit
+        ((2048, 64), 512, (512, 16)),
+        ((62, 2048), 512, (16, 512)),  # 15.5 rounds to 16, as downscale rounds it
+        ((16, 4000), None, (16, 4000)),  # no max_side: only the 16 px minimum
+        ((16, 16), 16, (16, 16)),
+        ((300, 200), 1000, (300, 200)),  # never enlarged
+    ],
+)
 def test_check_size_accepts_what_fits(size, max_side, fitted):
     assert check_size(size, max_side) == fitted == fitted_size(size, max_side)
     assert downscale(Image.new("RGB", size), max_side or 10**6).size == fitted
 
 
-@pytest.mark.parametrize("size, max_side, fitted", [
-    ((16, 4000), 512, "2x512"),
-    ((20, 3000), 64, "1x64"),
-    ((4000, 16), 1024, "1024x4"),
-    ((60, 2048), 512, "15x512"),
-    ((16, 17), 16, "15x16"),
-    ((16, 2_500_000), 1024, "1x1024"),
-])
+@pytest.mark.parametrize(
+    "size, max_side, fitted",
+    [
+        ((16, 4000), 512, "2x512"),
+        ((20, 3000), 64, "1x64"),
+        ((4000, 16), 1024, "1024x4"),
+        ((60, 2048), 512, "15x512"),
+        ((16, 17), 16, "15x16"),
+        ((16, 2_500_000), 1024, "1x1024"),
+    ],
+)
 def test_check_size_refuses_a_side_under_16_px_after_fitting(size, max_side, fitted):
     with pytest.raises(InvalidImageError) as raised:
         check_size(size, max_side)
@@ -171,8 +179,9 @@ def test_thin_check_holds_whichever_way_exif_turns_the_image():
 
 def _noisy_photo(width: int, height: int) -> Image.Image:
     noise = np.random.default_rng(0).integers(-25, 25, (height, width, 3))
-    return Image.fromarray((np.asarray(gradient_image(width, height), dtype=np.int16) + noise).clip(0, 255)
-                           .astype(np.uint8))
+    return Image.fromarray(
+        (np.asarray(gradient_image(width, height), dtype=np.int16) + noise).clip(0, 255).astype(np.uint8)
+    )
 
 
 @pytest.fixture

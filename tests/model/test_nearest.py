@@ -24,7 +24,7 @@ def test_a_painting_made_by_one_style_finds_that_style(vgg):
     network = make_tiny_network(n_styles=3, seed=2)
     photo = _photo()
     for index in range(3):
-        painting = stylize_tensor(network, photo, torch.eye(3)[index:index + 1])
+        painting = stylize_tensor(network, photo, torch.eye(3)[index : index + 1])
         found = nearest_blend(network, photo, painting, vgg)
         assert found.weights.argmax().item() == index and found.weights.max().item() >= 0.75
         assert found.image.shape == photo.shape
@@ -34,8 +34,9 @@ def test_a_painting_made_by_one_style_finds_that_style(vgg):
 def test_starting_from_the_nearest_blend_starts_closer_and_ends_no_worse(vgg):
     network = make_tiny_network(n_styles=3, seed=2)
     photo = _photo()
-    painting = stylize_tensor(network, torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(5)),
-                              torch.eye(3)[1:2])
+    painting = stylize_tensor(
+        network, torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(5)), torch.eye(3)[1:2]
+    )
     found = nearest_blend(network, photo, painting, vgg)
     assert _relative_style_loss(vgg, found.image, painting) < _relative_style_loss(vgg, photo, painting)
     config = SlowConfig(steps=4, scales=(1.0,))

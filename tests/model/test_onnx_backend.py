@@ -33,8 +33,9 @@ def test_styles_give_different_outputs_and_the_fast_path_accepts_it(pair):
     second = stylize_tensor(onnx, image, torch.eye(3)[1:2])
     assert (first - second).abs().mean().item() > 0.01
     kept = stylize_tensor(onnx, image, torch.eye(3)[:1], preserve_color=True, strength=0.5)
-    assert torch.allclose(kept, stylize_tensor(network, image, torch.eye(3)[:1], preserve_color=True, strength=0.5),
-                          atol=1e-4)
+    assert torch.allclose(
+        kept, stylize_tensor(network, image, torch.eye(3)[:1], preserve_color=True, strength=0.5), atol=1e-4
+    )
 
 
 def test_wrong_weight_shape_is_refused(pair):

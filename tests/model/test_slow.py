@@ -66,8 +66,9 @@ def test_progress_is_monotonic_ends_at_one_and_counts_the_steps(vgg):
 def test_steps_are_split_over_the_scales_and_tiny_scales_skipped(vgg):
     calls: list[float] = []
     content = make_content(40, 40)  # half size (20 px) is below min_side=32: single scale
-    result = slow_stylize(content, make_style(), vgg, SlowConfig(steps=3, scales=(0.25, 0.5, 1.0)),
-                          progress=calls.append)
+    result = slow_stylize(
+        content, make_style(), vgg, SlowConfig(steps=3, scales=(0.25, 0.5, 1.0)), progress=calls.append
+    )
     assert result.shape == content.shape
     assert len(calls) == 3 + 2
 
@@ -91,8 +92,9 @@ def test_cancel_raises_promptly(vgg):
             cancel.set()
 
     with pytest.raises(CancelledError):
-        slow_stylize(make_content(), make_style(), vgg, SlowConfig(steps=50, min_side=16),
-                     progress=progress, cancel=cancel)
+        slow_stylize(
+            make_content(), make_style(), vgg, SlowConfig(steps=50, min_side=16), progress=progress, cancel=cancel
+        )
     assert len(calls) == 3  # no further step ran after the flag was set
 
 
@@ -109,30 +111,34 @@ def test_time_limit_stops_early_and_returns_the_best_image(vgg):
     calls: list[float] = []
     content = make_content()
     started = time.monotonic()
-    result = slow_stylize(content, make_style(), vgg, SlowConfig(steps=100_000, time_limit_s=1.0, min_side=16),
-                          progress=calls.append)
+    result = slow_stylize(
+        content, make_style(), vgg, SlowConfig(steps=100_000, time_limit_s=1.0, min_side=16), progress=calls.append
+    )
     assert time.monotonic() - started < 60  # generous: the limit is 1 s, a step is well under that
     assert len(calls) < 100_000
     assert calls[-1] == 1.0
     assert result.shape == content.shape and torch.isfinite(result).all()
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"steps": 0}, "0"),
-    ({"steps": 2.5}, "2.5"),
-    ({"time_limit_s": -1.0}, "-1.0"),
-    ({"time_limit_s": math.inf}, "inf"),
-    ({"scales": (1.0, 0.5)}, "(1.0, 0.5)"),
-    ({"scales": (0.5,)}, "(0.5,)"),
-    ({"scales": ()}, "()"),
-    ({"style_weight": -1.0}, "-1.0"),
-    ({"tv_weight": math.nan}, "nan"),
-    ({"optimizer": "sgd"}, "'sgd'"),
-    ({"lr": 0.0}, "0.0"),
-    ({"style_layers": ("relu9_9",)}, "relu9_9"),
-    ({"style_layer_weights": {"relu4_2": 1.0}}, "relu4_2"),
-    ({"style_layer_weights": {"relu4_1": -2.0}}, "-2.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"steps": 0}, "0"),
+        ({"steps": 2.5}, "2.5"),
+        ({"time_limit_s": -1.0}, "-1.0"),
+        ({"time_limit_s": math.inf}, "inf"),
+        ({"scales": (1.0, 0.5)}, "(1.0, 0.5)"),
+        ({"scales": (0.5,)}, "(0.5,)"),
+        ({"scales": ()}, "()"),
+        ({"style_weight": -1.0}, "-1.0"),
+        ({"tv_weight": math.nan}, "nan"),
+        ({"optimizer": "sgd"}, "'sgd'"),
+        ({"lr": 0.0}, "0.0"),
+        ({"style_layers": ("relu9_9",)}, "relu9_9"),
+        ({"style_layer_weights": {"relu4_2": 1.0}}, "relu4_2"),
+        ({"style_layer_weights": {"relu4_1": -2.0}}, "-2.0"),
+    ],
+)
 def test_config_rejects_bad_values_naming_them(kwargs, fragment):
     with pytest.raises(InvalidParameterError, match=None) as info:
         SlowConfig(**kwargs)
@@ -159,10 +165,20 @@ def test_on_step_sees_every_step_in_range(vgg):
 
 def test_style_layer_weights_steer_which_layer_is_fitted(vgg):
     content, style = make_content(), make_style()
-    only_deep = SlowConfig(steps=6, scales=(1.0,), content_weight=0.0, tv_weight=0.0,
-                           style_layer_weights={"relu1_1": 0.0, "relu2_1": 0.0, "relu3_1": 0.0, "relu5_1": 0.0})
-    only_colour = SlowConfig(steps=6, scales=(1.0,), content_weight=0.0, tv_weight=0.0,
-                             style_layer_weights={"relu2_1": 0.0, "relu3_1": 0.0, "relu4_1": 0.0, "relu5_1": 0.0})
+    only_deep = SlowConfig(
+        steps=6,
+        scales=(1.0,),
+        content_weight=0.0,
+        tv_weight=0.0,
+        style_layer_weights={"relu1_1": 0.0, "relu2_1": 0.0, "relu3_1": 0.0, "relu5_1": 0.0},
+    )
+    only_colour = SlowConfig(
+        steps=6,
+        scales=(1.0,),
+        content_weight=0.0,
+        tv_weight=0.0,
+        style_layer_weights={"relu2_1": 0.0, "relu3_1": 0.0, "relu4_1": 0.0, "relu5_1": 0.0},
+    )
     grams = target_grams(vgg, style)
 
     def relative_error(image, layer):

@@ -24,17 +24,20 @@ def test_zero_weight_entries_are_allowed_if_one_is_positive():
     assert parse_style_spec("scream:0,great_wave:2", NAMES).weights == (("scream", 0.0), ("great_wave", 1.0))
 
 
-@pytest.mark.parametrize("spec, error, message", [
-    ("", InvalidStyleWeightsError, "empty"),
-    ("unknown", UnknownStyleError, "unknown style 'unknown'"),
-    ("scream:-1", InvalidStyleWeightsError, ">= 0"),
-    ("scream:nan", InvalidStyleWeightsError, "finite"),
-    ("scream:inf", InvalidStyleWeightsError, "finite"),
-    ("scream:abc", InvalidStyleWeightsError, "not a number"),
-    ("scream:0,great_wave:0", InvalidStyleWeightsError, "all zero"),
-    ("scream:1,scream:2", InvalidStyleWeightsError, "more than once"),
-    ("scream:1,,great_wave:1", InvalidStyleWeightsError, "empty entry"),
-])
+@pytest.mark.parametrize(
+    "spec, error, message",
+    [
+        ("", InvalidStyleWeightsError, "empty"),
+        ("unknown", UnknownStyleError, "unknown style 'unknown'"),
+        ("scream:-1", InvalidStyleWeightsError, ">= 0"),
+        ("scream:nan", InvalidStyleWeightsError, "finite"),
+        ("scream:inf", InvalidStyleWeightsError, "finite"),
+        ("scream:abc", InvalidStyleWeightsError, "not a number"),
+        ("scream:0,great_wave:0", InvalidStyleWeightsError, "all zero"),
+        ("scream:1,scream:2", InvalidStyleWeightsError, "more than once"),
+        ("scream:1,,great_wave:1", InvalidStyleWeightsError, "empty entry"),
+    ],
+)
 def test_bad_specs_raise_clear_errors(spec, error, message):
     with pytest.raises(error, match=message):
         parse_style_spec(spec, NAMES)

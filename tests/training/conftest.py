@@ -61,8 +61,15 @@ def tiny_network(n_styles: int, seed: int = 0) -> TransformerNet:
 
 
 def write_tiny_bank(folder: Path, names: list[str], source_files: list[Path] | None = None) -> Path:
-    styles = [StyleInfo(name, metadata={"training_steps": 0,
-                                        **({"source_file": source_files[i].name} if source_files else {}),
-                                        "loss_weights": {"content": 1.0, "style": 3.0, "tv": 0.1}})
-              for i, name in enumerate(names)]
+    styles = [
+        StyleInfo(
+            name,
+            metadata={
+                "training_steps": 0,
+                **({"source_file": source_files[i].name} if source_files else {}),
+                "loss_weights": {"content": 1.0, "style": 3.0, "tv": 0.1},
+            },
+        )
+        for i, name in enumerate(names)
+    ]
     return save_bank(folder, tiny_network(len(names)), styles, provenance={"note": "test bank"})

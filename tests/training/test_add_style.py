@@ -119,8 +119,9 @@ def test_learned_file_round_trips_and_stylizes_with_the_new_name(bank, learned, 
 
 def test_progress_and_cancel(bank, vgg, style, content):
     calls: list[float] = []
-    learn_style(bank, style, "fourth", vgg, content, AddStyleConfig(steps=3, batch_size=1, image_size=32),
-                progress=calls.append)
+    learn_style(
+        bank, style, "fourth", vgg, content, AddStyleConfig(steps=3, batch_size=1, image_size=32), progress=calls.append
+    )
     assert calls == sorted(calls) and calls[-1] == 1.0 and len(calls) == 3 + 1
 
     cancel = threading.Event()
@@ -130,8 +131,16 @@ def test_progress_and_cancel(bank, vgg, style, content):
             cancel.set()
 
     with pytest.raises(CancelledError):
-        learn_style(bank, style, "fourth", vgg, content, AddStyleConfig(steps=50, batch_size=1, image_size=32),
-                    progress=stop_after_two, cancel=cancel)
+        learn_style(
+            bank,
+            style,
+            "fourth",
+            vgg,
+            content,
+            AddStyleConfig(steps=50, batch_size=1, image_size=32),
+            progress=stop_after_two,
+            cancel=cancel,
+        )
 
 
 @pytest.mark.parametrize("name", ["first", "Bad Name", ""])
@@ -159,9 +168,25 @@ def test_add_style_command_writes_a_learned_file_that_merges(tmp_path, capsys):
     [style_file] = write_paintings(tmp_path / "paintings", ["my_painting"])
     write_photos(tmp_path / "photos", 2)
     out_dir = tmp_path / "learned"
-    code = cli_main(["add-style", "--bank", str(bank_dir), "--style", str(style_file), "--name", "my_painting",
-                     "--content", str(tmp_path / "photos"), "--out", str(out_dir), "--steps", "1",
-                     "--device", "cpu"])
+    code = cli_main(
+        [
+            "add-style",
+            "--bank",
+            str(bank_dir),
+            "--style",
+            str(style_file),
+            "--name",
+            "my_painting",
+            "--content",
+            str(tmp_path / "photos"),
+            "--out",
+            str(out_dir),
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     written = out_dir / "my_painting.safetensors"
     assert capsys.readouterr().out.strip().endswith(str(written))

@@ -26,9 +26,25 @@ def setup(tmp_path):
 def test_evaluate_command_writes_report_and_contact_sheet(setup, capsys):
     root, bank_dir, _ = setup
     out = root / "eval"
-    code = cli_main(["evaluate", "--bank", str(bank_dir), "--content", str(root / "photos"), "--styles",
-                     str(root / "paintings"), "--out", str(out), "--max-photos", "2", "--slow-steps", "2",
-                     "--device", "cpu"])
+    code = cli_main(
+        [
+            "evaluate",
+            "--bank",
+            str(bank_dir),
+            "--content",
+            str(root / "photos"),
+            "--styles",
+            str(root / "paintings"),
+            "--out",
+            str(out),
+            "--max-photos",
+            "2",
+            "--slow-steps",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert str(out / "report.md") in printed
@@ -82,8 +98,23 @@ def test_strength_moves_the_scores_toward_the_photo(setup, vgg, capsys):
     with pytest.raises(ValueError, match="strength"):
         EvalConfig(strength=0)
     root = setup[0]
-    code = cli_main(["evaluate", "--bank", str(bank_dir), "--content", str(root / "photos"), "--styles",
-                     str(root / "paintings"), "--out", str(root / "eval"), "--strength", "1.5", "--device", "cpu"])
+    code = cli_main(
+        [
+            "evaluate",
+            "--bank",
+            str(bank_dir),
+            "--content",
+            str(root / "photos"),
+            "--styles",
+            str(root / "paintings"),
+            "--out",
+            str(root / "eval"),
+            "--strength",
+            "1.5",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2 and "strength must be in (0, 1]" in capsys.readouterr().err
 
 

@@ -25,24 +25,38 @@ def _style_term(weights: LossWeights) -> float:
 def test_a_layer_weight_adds_exactly_that_layers_relative_error():
     plain = _style_term(LossWeights(content=1, style=1, tv=0))
     boosted = _style_term(LossWeights(content=1, style=1, tv=0, style_layer_weights={"relu4_1": 3.0}))
-    only = _style_term(LossWeights(content=1, style=1, tv=0, style_layer_weights={
-        layer: (1.0 if layer == "relu4_1" else 0.0) for layer in STYLE_LAYERS}))
+    only = _style_term(
+        LossWeights(
+            content=1,
+            style=1,
+            tv=0,
+            style_layer_weights={layer: (1.0 if layer == "relu4_1" else 0.0) for layer in STYLE_LAYERS},
+        )
+    )
     assert only > 0
     assert boosted == pytest.approx(plain + 2 * only, rel=1e-5)
 
 
-@pytest.mark.parametrize("layer_weights, message", [
-    ({"relu9_1": 1.0}, "relu9_1"),
-    ({"relu4_1": -1.0}, "-1.0"),
-])
+@pytest.mark.parametrize(
+    "layer_weights, message",
+    [
+        ({"relu9_1": 1.0}, "relu9_1"),
+        ({"relu4_1": -1.0}, "-1.0"),
+    ],
+)
 def test_bad_layer_weights_are_refused_naming_them(layer_weights, message):
     with pytest.raises(ValueError, match=message):
         LossWeights(style_layer_weights=layer_weights)
 
 
 def test_layer_weights_round_trip_through_the_saved_train_config(tmp_path):
-    config = TrainConfig(styles=("a.jpg",), content_dir="photos", out_dir=str(tmp_path), decoder_channels=(16, 8),
-                         loss_weights=LossWeights(content=6, style=3, style_layer_weights={"relu4_1": 4}))
+    config = TrainConfig(
+        styles=("a.jpg",),
+        content_dir="photos",
+        out_dir=str(tmp_path),
+        decoder_channels=(16, 8),
+        loss_weights=LossWeights(content=6, style=3, style_layer_weights={"relu4_1": 4}),
+    )
     config.save(tmp_path / "train_config.json")
     saved = json.loads((tmp_path / "train_config.json").read_text())
     assert saved["loss_weights"]["style_layer_weights"] == {"relu4_1": 4.0}

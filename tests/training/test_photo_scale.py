@@ -12,7 +12,7 @@ from training.data import ContentCrops
 
 def half_black_half_white(size: int = 64) -> torch.Tensor:
     image = torch.zeros(3, size, size, dtype=torch.uint8)
-    image[:, :, size // 2:] = 255
+    image[:, :, size // 2 :] = 255
     return image
 
 
@@ -26,8 +26,10 @@ def test_default_crops_show_the_whole_scene_and_a_resize_range_zooms_in():
     assert all(abs(m - 0.5) < 0.02 for m in whole)  # every crop holds both halves
     zoomed = crop_means(ContentCrops([half_black_half_white()], 32, resize_range=(128, 160)))
     assert any(m < 0.02 for m in zoomed) and any(m > 0.98 for m in zoomed)  # some crops see one half only
-    assert all(c.shape == (3, 32, 32) for c in ContentCrops([half_black_half_white()], 32, (128, 160))
-               .batch(3, torch.Generator().manual_seed(1)))
+    assert all(
+        c.shape == (3, 32, 32)
+        for c in ContentCrops([half_black_half_white()], 32, (128, 160)).batch(3, torch.Generator().manual_seed(1))
+    )
 
 
 @pytest.mark.parametrize("resize_range", [(16, 64), (64, 48)])
@@ -54,12 +56,15 @@ def bank_with(tmp_path, recorded):
     return load_bank(tmp_path / "bank")
 
 
-@pytest.mark.parametrize(("recorded", "image_size", "expected"), [
-    ([176, 256], 128, (176, 256)),
-    ([176, 256], 200, None),  # the learner's crops are larger than the bank's photo scale
-    (None, 128, None),  # an older bank without the record
-    (["big", 256], 128, None),
-])
+@pytest.mark.parametrize(
+    ("recorded", "image_size", "expected"),
+    [
+        ([176, 256], 128, (176, 256)),
+        ([176, 256], 200, None),  # the learner's crops are larger than the bank's photo scale
+        (None, 128, None),  # an older bank without the record
+        (["big", 256], 128, None),
+    ],
+)
 def test_add_style_learns_at_the_banks_photo_scale(tmp_path, recorded, image_size, expected):
     bank = bank_with(tmp_path, recorded)
     assert bank_resize_range(bank, image_size) == expected

@@ -19,11 +19,43 @@ def test_torchrun_two_processes_train_a_bank(tmp_path):
     styles = write_paintings(tmp_path / "styles", ["one", "two"])
     write_photos(tmp_path / "photos", 4)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-               "--nproc_per_node", "2", "-m", "app.cli", "train",
-               "--styles", *map(str, styles), "--content", str(tmp_path / "photos"), "--out", str(out),
-               "--steps", "4", "--batch-size", "1", "--image-size", "32", "--style-size", "64",
-               "--channels", "4", "8", "8", "--n-residual", "1", "--sample-every", "2", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "app.cli",
+        "train",
+        "--styles",
+        *map(str, styles),
+        "--content",
+        str(tmp_path / "photos"),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--batch-size",
+        "1",
+        "--image-size",
+        "32",
+        "--style-size",
+        "64",
+        "--channels",
+        "4",
+        "8",
+        "8",
+        "--n-residual",
+        "1",
+        "--sample-every",
+        "2",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

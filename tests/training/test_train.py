@@ -24,9 +24,24 @@ def data(tmp_path_factory):
 
 def tiny_config(data, out_dir, **overrides) -> TrainConfig:
     root, styles = data
-    values = dict(styles=styles, content_dir=str(root / "photos"), out_dir=str(out_dir), steps=6, batch_size=2,
-                  image_size=32, style_size=64, channels=(4, 8, 8), n_residual=1, outer_kernel=3, lr=1e-2,
-                  device="cpu", sample_every=3, log_every=1, state_every_s=3600.0, seed=3)
+    values = dict(
+        styles=styles,
+        content_dir=str(root / "photos"),
+        out_dir=str(out_dir),
+        steps=6,
+        batch_size=2,
+        image_size=32,
+        style_size=64,
+        channels=(4, 8, 8),
+        n_residual=1,
+        outer_kernel=3,
+        lr=1e-2,
+        device="cpu",
+        sample_every=3,
+        log_every=1,
+        state_every_s=3600.0,
+        seed=3,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -88,8 +103,10 @@ def test_run_folder_has_samples_loss_plot_bank_and_config(data, tmp_path):
 def test_style_rows_learn_at_their_own_rate(data, tmp_path):
     # Adam's first step moves every parameter with a gradient by about its learning rate.
     def one_step(scale: float, name: str):
-        result = train(tiny_config(data, tmp_path / name, steps=1, lr=1e-3, style_lr_scale=scale, sample_every=1000),
-                       show_progress=False)
+        result = train(
+            tiny_config(data, tmp_path / name, steps=1, lr=1e-3, style_lr_scale=scale, sample_every=1000),
+            show_progress=False,
+        )
         return load_bank(result.bank_dir).network
 
     fast, plain = one_step(20.0, "fast"), one_step(1.0, "plain")

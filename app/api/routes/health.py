@@ -14,8 +14,11 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: 200 once the model is loaded, else 503 (the message says why)",
-            responses=error_responses(503))
+@router.get(
+    "/readyz",
+    summary="Readiness: 200 once the model is loaded, else 503 (the message says why)",
+    responses=error_responses(503),
+)
 async def readyz(service: ServiceDep) -> dict:
     registry = service.require_registry()
     service.require_redis()  # fleet mode: 503 while Redis (jobs, learned styles) is unreachable

@@ -29,22 +29,40 @@ from model.style_spec import StyleMix
 router = APIRouter(tags=["styles"])
 
 # A style name in a path: the bank's own pattern, so a name that cannot exist is a 422, not a lookup.
-StyleName = Annotated[str, Path(pattern=STYLE_NAME_PATTERN, description=f"a style name ({STYLE_NAME_RULE})",
-                                openapi_examples={"bundled": {"value": EXAMPLE_STYLE}})]
-LearnedStyleName = Annotated[str, Path(pattern=STYLE_NAME_PATTERN,
-                                       description=f"a learned style's name ({STYLE_NAME_RULE})",
-                                       openapi_examples={"learned": {"value": EXAMPLE_NEW_STYLE}})]
+StyleName = Annotated[
+    str,
+    Path(
+        pattern=STYLE_NAME_PATTERN,
+        description=f"a style name ({STYLE_NAME_RULE})",
+        openapi_examples={"bundled": {"value": EXAMPLE_STYLE}},
+    ),
+]
+LearnedStyleName = Annotated[
+    str,
+    Path(
+        pattern=STYLE_NAME_PATTERN,
+        description=f"a learned style's name ({STYLE_NAME_RULE})",
+        openapi_examples={"learned": {"value": EXAMPLE_NEW_STYLE}},
+    ),
+]
 
 
-@router.get("/v1/styles", summary="All styles: name, kind (builtin / learned) and preview URL",
-            response_model=StylesOut, responses=error_responses(503))
+@router.get(
+    "/v1/styles",
+    summary="All styles: name, kind (builtin / learned) and preview URL",
+    response_model=StylesOut,
+    responses=error_responses(503),
+)
 async def list_styles(registry: RegistryDep) -> StylesOut:
     return StylesOut(styles=[StyleOut.of(style) for style in registry.styles()])
 
 
-@router.get("/v1/styles/{name}/preview", summary="A small PNG of the style applied to a sample picture",
-            response_class=Response, responses={200: {"content": {"image/png": {}}},
-                                                **error_responses(404, 422, 503)})
+@router.get(
+    "/v1/styles/{name}/preview",
+    summary="A small PNG of the style applied to a sample picture",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 422, 503)},
+)
 async def preview(name: StyleName, service: ServiceDep, registry: RegistryDep) -> Response:
     registry.info(name)  # 404 for an unknown style
     png = service.previews.get(name)
@@ -77,8 +95,14 @@ async def learn_style(
     service: ServiceDep,
     registry: RegistryDep,
     settings: SettingsDep,
-    name: Annotated[str, Form(pattern=STYLE_NAME_PATTERN, description=f"the new style's name ({STYLE_NAME_RULE})",
-                              examples=[EXAMPLE_NEW_STYLE])],
+    name: Annotated[
+        str,
+        Form(
+            pattern=STYLE_NAME_PATTERN,
+            description=f"the new style's name ({STYLE_NAME_RULE})",
+            examples=[EXAMPLE_NEW_STYLE],
+        ),
+    ],
     style_image: Annotated[FilePart, File(description="the painting", json_schema_extra=BINARY)],
 ) -> JSONResponse:
     with service.jobs.reserve() as slot:  # a full queue is a 429 before the painting is read or decoded
@@ -88,8 +112,13 @@ async def learn_style(
     return job_accepted(job)
 
 
-@router.delete("/v1/styles/{name}", summary="Remove a learned style", status_code=204,
-               dependencies=[ApiKey], responses=error_responses(401, 404, 409, 422, 503))
+@router.delete(
+    "/v1/styles/{name}",
+    summary="Remove a learned style",
+    status_code=204,
+    dependencies=[ApiKey],
+    responses=error_responses(401, 404, 409, 422, 503),
+)
 async def delete_style(name: LearnedStyleName, registry: RegistryDep) -> Response:
     await anyio.to_thread.run_sync(registry.remove, name)
     return Response(status_code=204)

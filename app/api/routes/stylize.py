@@ -41,8 +41,10 @@ _IMAGE_RESPONSE = {
     "description": "the stylized image (fast path; or the slow path's result when it was done within `wait`)",
     "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
     "headers": {
-        "X-Style-Weights": {"description": f"fast path: the normalized blend, e.g. `{EXAMPLE_BLEND}`",
-                            "schema": {"type": "string"}},
+        "X-Style-Weights": {
+            "description": f"fast path: the normalized blend, e.g. `{EXAMPLE_BLEND}`",
+            "schema": {"type": "string"},
+        },
         "X-Inference-Ms": {"description": "milliseconds spent in the network", "schema": {"type": "string"}},
         "X-Job-Id": {"description": "slow path: the job that made the image", "schema": {"type": "string"}},
     },
@@ -50,8 +52,7 @@ _IMAGE_RESPONSE = {
 _ACCEPTED_RESPONSE = {
     "model": JobOut,
     "description": "slow path: the job is queued or still running (its `message` says how to fetch the result)",
-    "headers": {"Location": {"description": "the job: `/v1/jobs/ID`", "required": True,
-                             "schema": {"type": "string"}}},
+    "headers": {"Location": {"description": "the job: `/v1/jobs/ID`", "required": True, "schema": {"type": "string"}}},
 }
 
 
@@ -80,15 +81,19 @@ def choose_format(requested: str | None, accept: str | None) -> str:
             return "png"
         if media in _MEDIA_TO_FORMAT:
             return _MEDIA_TO_FORMAT[media]
-    raise NotAcceptableError(f"Accept: {accept} names no format this service produces; accept image/png, "
-                             "image/jpeg or image/webp, or pass ?format=png|jpeg|webp")
+    raise NotAcceptableError(
+        f"Accept: {accept} names no format this service produces; accept image/png, "
+        "image/jpeg or image/webp, or pass ?format=png|jpeg|webp"
+    )
 
 
 def missing_upload(request: Request, field: str) -> Exception:
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
-        return UnsupportedMediaTypeError(f"send the image as multipart/form-data with a file field {field!r} "
-                                         f"(got Content-Type {content_type or 'none'!r})")
+        return UnsupportedMediaTypeError(
+            f"send the image as multipart/form-data with a file field {field!r} "
+            f"(got Content-Type {content_type or 'none'!r})"
+        )
     return InvalidParameterError(f"the multipart file field {field!r} is required")
 
 
@@ -115,13 +120,18 @@ def next_steps(job: Job, waited_s: float | None = None) -> str:
     if job.status == DONE:
         return f"the job is done; fetch the result with GET {url}/result"
     state = f"still {job.status} after wait={waited_s:g} s" if waited_s else f"{job.status}"
-    return (f"the job is {state}; poll GET {url} (status, progress, eta_s) until its status is done, "
-            f"then fetch the result with GET {url}/result")
+    return (
+        f"the job is {state}; poll GET {url} (status, progress, eta_s) until its status is done, "
+        f"then fetch the result with GET {url}/result"
+    )
 
 
 def job_accepted(job: Job, waited_s: float | None = None) -> JSONResponse:
-    return JSONResponse(JobOut.of(job, message=next_steps(job, waited_s)).model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/v1/jobs/{job.id}"})
+    return JSONResponse(
+        JobOut.of(job, message=next_steps(job, waited_s)).model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"/v1/jobs/{job.id}"},
+    )
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -144,46 +154,71 @@ def build_router(settings: Settings) -> APIRouter:
             f"'http://localhost:8000/v1/stylize?style={EXAMPLE_STYLE}'\n```"
         ),
         response_class=Response,
-        responses={200: _IMAGE_RESPONSE, 202: _ACCEPTED_RESPONSE,
-                   **error_responses(400, 406, 413, 415, 422, 429, 503)},
+        responses={200: _IMAGE_RESPONSE, 202: _ACCEPTED_RESPONSE, **error_responses(400, 406, 413, 415, 422, 429, 503)},
     )
     async def stylize(
         request: Request,
         service: ServiceDep,
         registry: RegistryDep,
         settings: SettingsDep,
-        image: Annotated[FilePart, File(description="the photo: any format Pillow decodes",
-                                        json_schema_extra=BINARY)],
-        style_image: Annotated[FilePart, File(
-            description="a painting the bank does not know (slow path; send it instead of `style`)",
-            json_schema_extra=BINARY)] = None,
+        image: Annotated[FilePart, File(description="the photo: any format Pillow decodes", json_schema_extra=BINARY)],
+        style_image: Annotated[
+            FilePart,
+            File(
+                description="a painting the bank does not know (slow path; send it instead of `style`)",
+                json_schema_extra=BINARY,
+            ),
+        ] = None,
         # Optional parameters default to None without `| None`: absent is allowed, an explicit null is not.
-        style: Annotated[str, Query(
-            pattern=STYLE_SPEC_PATTERN,
-            description=f"a style name, or a blend `name:weight,name:weight,...` (names: {STYLE_NAME_RULE}; "
-                        "weights: non-negative decimals, not all zero, normalized to sum 1; each name once)",
-            openapi_examples={"single": {"value": EXAMPLE_STYLE}, "blend": {"value": EXAMPLE_BLEND}})] = None,
+        style: Annotated[
+            str,
+            Query(
+                pattern=STYLE_SPEC_PATTERN,
+                description=f"a style name, or a blend `name:weight,name:weight,...` (names: {STYLE_NAME_RULE}; "
+                "weights: non-negative decimals, not all zero, normalized to sum 1; each name once)",
+                openapi_examples={"single": {"value": EXAMPLE_STYLE}, "blend": {"value": EXAMPLE_BLEND}},
+            ),
+        ] = None,
         strength: Annotated[float, Query(ge=0, le=1, description="1 = fully stylized, 0 = the original")] = 1.0,
-        preserve_color: Annotated[bool, Query(description="keep the photo's colours, transfer only luminance")
-                                  ] = False,
-        max_side: Annotated[int, Query(
-            ge=MIN_SIDE, le=max_output_side,
-            description="downscale so the longer side is at most this (default and largest: "
-                        f"CINSTYLE_MAX_OUTPUT_SIDE, {max_output_side} here)")] = None,
-        format: Annotated[OutputFormat, Query(
-            description="the output format (default: the best image type in Accept, else png); another "
-                        "value is a 415")] = None,
-        wait: Annotated[float, Query(
-            ge=0, le=max_wait_s,
-            description="slow path: block up to this many seconds for the result (at most CINSTYLE_MAX_WAIT_S, "
-                        f"{max_wait_s:g} here); if the job is not done by then, the answer is still `202`")] = 0.0,
-        init: Annotated[Literal["content", "nearest"], Query(
-            description="slow path: start from the photo, or from the bank blend nearest to the painting "
-                        "(the job's summary names it as init_blend)")] = "content",
+        preserve_color: Annotated[bool, Query(description="keep the photo's colours, transfer only luminance")] = False,
+        max_side: Annotated[
+            int,
+            Query(
+                ge=MIN_SIDE,
+                le=max_output_side,
+                description="downscale so the longer side is at most this (default and largest: "
+                f"CINSTYLE_MAX_OUTPUT_SIDE, {max_output_side} here)",
+            ),
+        ] = None,
+        format: Annotated[
+            OutputFormat,
+            Query(
+                description="the output format (default: the best image type in Accept, else png); another "
+                "value is a 415"
+            ),
+        ] = None,
+        wait: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=max_wait_s,
+                description="slow path: block up to this many seconds for the result (at most CINSTYLE_MAX_WAIT_S, "
+                f"{max_wait_s:g} here); if the job is not done by then, the answer is still `202`",
+            ),
+        ] = 0.0,
+        init: Annotated[
+            Literal["content", "nearest"],
+            Query(
+                description="slow path: start from the photo, or from the bank blend nearest to the painting "
+                "(the job's summary names it as init_blend)"
+            ),
+        ] = "content",
     ) -> Response:
         if (style is None) == (style_image is None):
-            raise InvalidParameterError("give exactly one of the query parameter style=NAME[:W,...] (a bank style "
-                                        "or blend) or the multipart file style_image (an unseen style, slow path)")
+            raise InvalidParameterError(
+                "give exactly one of the query parameter style=NAME[:W,...] (a bank style "
+                "or blend) or the multipart file style_image (an unseen style, slow path)"
+            )
         fmt = choose_format(format, request.headers.get("accept"))
         side = max_side if max_side is not None else settings.max_output_side
 
@@ -194,30 +229,55 @@ def build_router(settings: Settings) -> APIRouter:
                 content = await service.decode(content_data, min(side, settings.slow_max_side))
                 painting = await service.decode(style_data, settings.style_image_side)
                 del content_data, style_data
-                job = service.submit_slow_stylize(content, painting.rgb, strength=strength,
-                                                  preserve_color=preserve_color, fmt=fmt, init=init,
-                                                  reservation=slot)
+                job = service.submit_slow_stylize(
+                    content,
+                    painting.rgb,
+                    strength=strength,
+                    preserve_color=preserve_color,
+                    fmt=fmt,
+                    init=init,
+                    reservation=slot,
+                )
             if wait > 0:
                 job = await wait_for(job, wait, request, service.jobs)
                 if job.status == DONE:
                     job, result = await anyio.to_thread.run_sync(service.jobs.read_result, job.id)
-                    return Response(result, media_type=job.media_type,
-                                    headers={"X-Job-Id": job.id, "Location": f"/v1/jobs/{job.id}",
-                                             "X-Inference-Ms": str(job.summary.get("inference_ms", "")),
-                                             "Vary": "Accept"})
+                    return Response(
+                        result,
+                        media_type=job.media_type,
+                        headers={
+                            "X-Job-Id": job.id,
+                            "Location": f"/v1/jobs/{job.id}",
+                            "X-Inference-Ms": str(job.summary.get("inference_ms", "")),
+                            "Vary": "Accept",
+                        },
+                    )
             return job_accepted(job, waited_s=wait)
 
         view = registry.view()
         mix = parse_style_spec(style, list(view.names))
         data = await image.read()
-        work = partial(inference.stylize_upload, view, data, mix, strength=strength, preserve_color=preserve_color,
-                       fmt=fmt, max_side=side, max_pixels=settings.max_pixels)
+        work = partial(
+            inference.stylize_upload,
+            view,
+            data,
+            mix,
+            strength=strength,
+            preserve_color=preserve_color,
+            fmt=fmt,
+            max_side=side,
+            max_pixels=settings.max_pixels,
+        )
         rendered = await service.gate.run(work, gone=request.is_disconnected)
         service.metrics.inference.labels("fast").observe(rendered.inference_ms / 1000.0)
-        return Response(rendered.data, media_type=rendered.media_type, headers={
-            "X-Style-Weights": mix.header(),
-            "X-Inference-Ms": f"{rendered.inference_ms:.1f}",
-            "Vary": "Accept",
-        })
+        return Response(
+            rendered.data,
+            media_type=rendered.media_type,
+            headers={
+                "X-Style-Weights": mix.header(),
+                "X-Inference-Ms": f"{rendered.inference_ms:.1f}",
+                "Vary": "Accept",
+            },
+        )
 
     return router
