@@ -30,7 +30,15 @@ from app.metrics import Metrics
 from app.previews import PreviewCache
 from app.settings import Settings
 from app.style_store import LearnedStyle, LocalStyleStore, StyleStore
-from app.tasks import LEARN_JOB, SLOW_JOB, HeavyResources, learned_summary, run_job, slow_images
+from app.tasks import (
+    LEARN_JOB,
+    SLOW_JOB,
+    HeavyResources,
+    learned_summary,
+    run_job,
+    slow_images,
+    warm_job_imports,
+)
 from model.bank import StyleBank, load_bank
 from model.errors import BankFormatError
 from model.imageio import DecodedImage
@@ -159,6 +167,8 @@ class Service:
         if self.settings.fp16 and self.device == "cuda":
             bank.network.half()
         bank.network.to(self.device)
+        if self.watcher is None:  # embedded mode: this process runs the jobs, so import them before serving
+            warm_job_imports()
         registry = LiveBank(bank, self.store, self._make_runner)  # the onnx export happens here
         registry.listeners.append(self.previews.invalidate_all)
         registry.listeners.append(lambda _names: self._count_styles())

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     )
     job_heartbeat_s: float = Field(2.0, gt=0, description="how often a worker tells Redis its jobs are alive")
 
-    codec_workers: int | None = Field(None, ge=1, description="uploads for jobs decoded at once (default: cores)")
+    codec_workers: int | None = Field(None, ge=1, description="uploads for jobs decoded at once (default: cores / 2)")
 
     @field_validator("api_key")
     @classmethod
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         return self
 
     def resolved_codec_workers(self) -> int:
-        return self.codec_workers or max(1, os.cpu_count() or 1)
+        return self.codec_workers or max(1, (os.cpu_count() or 1) // 2)
 
     def resolved_device(self) -> str:
         import torch

@@ -132,6 +132,6 @@ def test_add_style_shows_a_bar_with_eta(tiny_bank, images, tmp_path):
     assert "step/s" in terminal or "s/step" in terminal  # the unit is steps
     assert "<00:00" in terminal
 
-    quiet = run_with_pipe_stderr([*args, "--out", str(tmp_path / "quiet.safetensors")])
+    quiet = run_with_pipe_stderr([*args, "--out", str(tmp_path / "quiet")])
     assert quiet.returncode == 0, quiet.stderr
     assert "add-style striped:" not in quiet.stderr and "3/3" not in quiet.stderr
