@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from tests.app.service_helpers import REPO, free_port
+from tests.app.service_helpers import REPO, free_port, stop_process
 
 
 class RedisServer:
@@ -65,9 +65,7 @@ class RedisServer:
         return redis.Redis(port=self.port, socket_timeout=5)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(20)
+        stop_process(self.process)
 
 
 class Worker:
@@ -115,10 +113,4 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)

@@ -38,6 +38,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after 20 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 class Server:
     """``python -m app.cli serve`` as a subprocess; settings through CINSTYLE_* variables."""
 
@@ -107,13 +118,7 @@ class Server:
     def stop(self) -> None:
         if self.client is not None:
             self.client.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
     def kill9(self) -> None:
         assert self.process is not None
