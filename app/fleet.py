@@ -17,7 +17,8 @@ What lives in Redis (every key starts with ``cinstyle:``):
 
 Jobs travel on Celery (Redis broker, JSON messages holding only the job id; nothing
 is unpickled). Messages are acknowledged late, so one whose worker was killed is
-redelivered (after the broker's visibility timeout); the job itself is reported failed
+redelivered after the broker's visibility timeout (4 x the slow path's limit; a message
+redelivered while its job still runs is skipped too); the job itself is reported failed
 by the heartbeat reaper within ``CINSTYLE_JOB_LOST_S``, and a redelivered job that is no
 longer queued is skipped, so a job never runs twice and never stays ``running``.
 """

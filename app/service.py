@@ -87,7 +87,7 @@ class Service:
         settings = self.settings
         client = fleet.connect(settings.redis_url)
         self.store = fleet.RedisStyleStore(client)
-        celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=fleet.PENDING_NAME_S)
+        celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=settings.slow_time_limit_s * 4)
         self.jobs = fleet.RedisJobQueue(
             client,
             celery_app,

@@ -77,7 +77,7 @@ def run_worker(settings: Settings) -> int:
     client = fleet.connect(settings.redis_url)
     env = _wait_for_redis(lambda: WorkerEnv(settings, client))
     metrics = Metrics()
-    celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=fleet.PENDING_NAME_S)
+    celery_app = fleet.make_celery(settings.redis_url, visibility_timeout_s=settings.slow_time_limit_s * 4)
     queue = fleet.RedisJobQueue(
         client, celery_app, settings.queue_size, settings.result_ttl_s, metrics, lost_after_s=settings.job_lost_s
     )
