@@ -117,7 +117,12 @@ def test_a_style_learned_through_a_is_served_by_b_within_2_s_and_deleted_everywh
 
     assert wait_until(served_by_b, 2.0), "replica B did not serve the style learned through A within 2 s"
     print(f"learned style served by the other replica {time.monotonic() - done_at:.2f} s after its job ended")
-    assert {s["name"]: s["kind"] for s in a.client.get("/v1/styles").json()["styles"]}["fleet_stripes"] == "learned"
+
+    def listed_by_a():
+        styles = {s["name"]: s["kind"] for s in a.client.get("/v1/styles").json()["styles"]}
+        return styles.get("fleet_stripes") == "learned"
+
+    assert wait_until(listed_by_a, 2.0), "replica A did not list the learned style within 2 s"
     # the same name cannot be learned twice, through either replica
     again = b.client.post(
         "/v1/styles", data={"name": "fleet_stripes"}, files={"style_image": ("s.png", encode(stripes()))}
