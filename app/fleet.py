@@ -124,7 +124,7 @@ class RedisStyleStore:
         return int(version or 0), styles
 
     def save(self, style: LearnedStyle) -> int:
-        data = learned_style_to_bytes(style.name, style.rows, style.fingerprint, style.metadata)
+        data = learned_style_to_bytes(style.name, style.rows, style.fingerprint, style.metadata, style.painting)
         with redis_errors():
             if not self.redis.hsetnx(STYLES, style.name, data):
                 raise ConflictError(f"a style named {style.name!r} already exists")

@@ -109,7 +109,7 @@ class LiveBank:
             if style.name in current.names:
                 raise ConflictError(f"a style named {style.name!r} already exists")
             bank = _copy(current.bank)
-            add_learned_style(bank, style.name, style.rows, style.fingerprint, style.metadata)  # checks the rows
+            add_learned_style(bank, style.name, style.rows, style.fingerprint, style.metadata, style.painting)
             version = self._store.save(style)
             try:
                 snapshot = self._snapshot(bank, version)
@@ -153,7 +153,7 @@ class LiveBank:
             if style.name in bank.style_names:
                 continue  # already in a bank that was handed in with it
             try:
-                add_learned_style(bank, style.name, style.rows, style.fingerprint, style.metadata)
+                add_learned_style(bank, style.name, style.rows, style.fingerprint, style.metadata, style.painting)
             except BankFormatError as exc:
                 log.warning("skipping learned style %s: %s", style.name, exc)
         return bank

@@ -29,6 +29,7 @@ class LearnedStyle:
     rows: dict[str, torch.Tensor]
     fingerprint: str  # SHA-256 of the base bank's weights the rows were fitted to
     metadata: dict[str, Any] = field(default_factory=dict)
+    painting: bytes | None = field(default=None, repr=False)  # a JPEG thumbnail of the painting it was learned from
 
 
 class StyleStore(Protocol):
@@ -90,11 +91,11 @@ class LocalStyleStore:
         styles = []
         for path in sorted(self.styles_dir.glob("*.safetensors")):
             try:
-                name, rows, fingerprint, metadata = load_learned_style(path)
+                parts = load_learned_style(path)
             except BankFormatError as exc:
                 log.warning("skipping learned style %s: %s", path.name, exc)
                 continue
-            styles.append(LearnedStyle(name, rows, fingerprint, metadata))
+            styles.append(LearnedStyle(*parts))
         return self._version, styles
 
     def save(self, style: LearnedStyle) -> int:
@@ -102,7 +103,7 @@ class LocalStyleStore:
             path = self.path(style.name)
             if path.exists():
                 raise ConflictError(f"a style named {style.name!r} already exists")
-            save_learned_style(path, style.name, style.rows, style.fingerprint, style.metadata)
+            save_learned_style(path, style.name, style.rows, style.fingerprint, style.metadata, style.painting)
             self._version += 1
             return self._version
 

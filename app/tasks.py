@@ -22,7 +22,7 @@ from app.jobs import JobContext, JobOutcome
 from app.style_store import LearnedStyle
 from model.bank import StyleBank
 from model.errors import CancelledError, InvalidParameterError
-from model.imageio import DecodedImage
+from model.imageio import DecodedImage, thumbnail_jpeg
 from model.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,8 @@ def _learn_style(env: JobEnv, images: JobImages, params: dict[str, Any], ctx: Jo
     if ctx.cancel.is_set():
         raise CancelledError(f"learning style {name!r} was cancelled")
     # The job id goes into the stored style, so a restart can tell that this job reached its commit.
-    env.commit_learned(LearnedStyle(name, learned.rows, bank.fingerprint, {**learned.metadata, "job_id": ctx.job.id}))
+    metadata = {**learned.metadata, "job_id": ctx.job.id}
+    env.commit_learned(LearnedStyle(name, learned.rows, bank.fingerprint, metadata, thumbnail_jpeg(images["style"])))
     return learned_summary(name)
 
 

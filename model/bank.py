@@ -63,6 +63,9 @@ FORMAT_VERSION = 1
 LEARNED_FORMAT_NAME = "cinstyle-learned-style"
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"  # the legacy fixed name (the bundled bank); save_bank names by content
+PAINTINGS_DIR = "paintings"  # <bank>/paintings/<style>.jpg: thumbnails of the paintings (optional, <= 256 px)
+# A learned style's painting thumbnail rides in its safetensors file as this uint8 tensor (JPEG bytes).
+_PAINTING_KEY = "painting.jpeg"
 DEFAULT_BANK_DIR = Path(__file__).parent / "checkpoints" / "default"
 
 _STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -86,6 +89,7 @@ class StyleInfo:
     name: str
     kind: str = "builtin"  # "builtin" (trained into the bank) or "learned" (added later)
     metadata: dict[str, Any] = field(default_factory=dict)
+    painting: bytes | None = field(default=None, repr=False)  # a JPEG thumbnail of the painting, if known
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, **self.metadata}
@@ -228,6 +232,9 @@ def save_bank(
     names = [validate_style_name(s.name) for s in styles]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate style names: {names}")
+    for style in styles:  # cosmetic and one file per name: written before the commit point, never torn
+        if style.painting is not None:
+            atomic_write_bytes(painting_thumbnail_path(bank_dir, style.name), style.painting)
     data = _safetensors_bytes(network.state_dict(), {"format": FORMAT_NAME})
     digest = hashlib.sha256(data).hexdigest()
     weights_name = f"weights-{digest[:16]}.safetensors"
@@ -339,6 +346,7 @@ def load_bank(
                 name=validate_style_name(s["name"]),
                 kind="builtin",
                 metadata={k: v for k, v in s.items() if k != "name"},
+                painting=_read_painting_thumbnail(bank_dir, s["name"]),
             )
             for s in manifest["styles"]
         ]
@@ -372,6 +380,17 @@ def load_bank(
     return bank
 
 
+def painting_thumbnail_path(bank_dir: Path | str, name: str) -> Path:
+    return Path(bank_dir) / PAINTINGS_DIR / f"{validate_style_name(name)}.jpg"
+
+
+def _read_painting_thumbnail(bank_dir: Path, name: str) -> bytes | None:
+    try:
+        return painting_thumbnail_path(bank_dir, name).read_bytes()
+    except (OSError, InvalidParameterError):
+        return None  # thumbnails are optional: a bank trained elsewhere may have none
+
+
 def style_rows(network: TransformerNet, index: int) -> dict[str, torch.Tensor]:
     """The gamma/beta row of one style, keyed like the state dict ('<layer>.gamma')."""
     rows = {}
@@ -383,11 +402,18 @@ def style_rows(network: TransformerNet, index: int) -> dict[str, torch.Tensor]:
 
 
 def learned_style_to_bytes(
-    name: str, rows: dict[str, torch.Tensor], base_fingerprint: str, metadata: dict[str, Any] | None = None
+    name: str,
+    rows: dict[str, torch.Tensor],
+    base_fingerprint: str,
+    metadata: dict[str, Any] | None = None,
+    painting: bytes | None = None,
 ) -> bytes:
-    """One learned style (its gamma/beta rows, the base bank's fingerprint, metadata) as safetensors bytes:
-    the content of a ``<name>.safetensors`` file, and of a learned style kept in Redis (fleet mode)."""
+    """One learned style (its gamma/beta rows, the base bank's fingerprint, metadata, and a JPEG thumbnail of its
+    painting) as safetensors bytes: the content of a ``<name>.safetensors`` file, and of a learned style kept in
+    Redis (fleet mode)."""
     validate_style_name(name)
+    if painting is not None:
+        rows = {**rows, _PAINTING_KEY: torch.frombuffer(bytearray(painting), dtype=torch.uint8)}
     header = {
         "format": LEARNED_FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
@@ -398,10 +424,11 @@ def learned_style_to_bytes(
     return _safetensors_bytes(rows, header)
 
 
-def learned_style_from_bytes(
-    data: bytes, expected_name: str, source: str = "learned style"
-) -> tuple[str, dict[str, torch.Tensor], str, dict[str, Any]]:
-    """Parse `learned_style_to_bytes` output -> (name, rows, base_fingerprint, metadata).
+LearnedStyleParts = tuple[str, dict[str, torch.Tensor], str, dict[str, Any], bytes | None]
+
+
+def learned_style_from_bytes(data: bytes, expected_name: str, source: str = "learned style") -> LearnedStyleParts:
+    """Parse `learned_style_to_bytes` output -> (name, rows, base_fingerprint, metadata, painting thumbnail or None).
 
     The name in the header must be ``expected_name`` (the file name, or the Redis field), else `BankFormatError`.
     """
@@ -422,7 +449,9 @@ def learned_style_from_bytes(
             f"{source} holds the learned style {name!r} but is named {expected_name!r}; "
             f"a learned style's file must be named {name}.safetensors"
         )
-    return name, rows, header.get("base_fingerprint", ""), metadata
+    painting = rows.pop(_PAINTING_KEY, None)
+    painting_bytes = painting.numpy().tobytes() if painting is not None else None
+    return name, rows, header.get("base_fingerprint", ""), metadata, painting_bytes
 
 
 def _safetensors_header(data: bytes) -> dict[str, str]:
@@ -443,18 +472,20 @@ def save_learned_style(
     rows: dict[str, torch.Tensor],
     base_fingerprint: str,
     metadata: dict[str, Any] | None = None,
+    painting: bytes | None = None,
 ) -> Path:
-    """Write one learned style (its gamma/beta rows) as a small safetensors file, atomically, mode 0644.
+    """Write one learned style (its gamma/beta rows, and its painting's thumbnail if given) as a small
+    safetensors file, atomically, mode 0644.
 
     ``path`` should be ``<name>.safetensors``: `load_learned_style` refuses a file whose name differs.
     """
     path = Path(path)
-    atomic_write_bytes(path, learned_style_to_bytes(name, rows, base_fingerprint, metadata))
+    atomic_write_bytes(path, learned_style_to_bytes(name, rows, base_fingerprint, metadata, painting))
     return path
 
 
-def load_learned_style(path: Path | str) -> tuple[str, dict[str, torch.Tensor], str, dict[str, Any]]:
-    """Read a learned-style file -> (name, rows, base_fingerprint, metadata).
+def load_learned_style(path: Path | str) -> LearnedStyleParts:
+    """Read a learned-style file -> (name, rows, base_fingerprint, metadata, painting thumbnail or None).
 
     The name in the header must match the file name (``<name>.safetensors``), else `BankFormatError`.
     """
@@ -472,6 +503,7 @@ def add_learned_style(
     rows: dict[str, torch.Tensor],
     base_fingerprint: str,
     metadata: dict[str, Any] | None = None,
+    painting: bytes | None = None,
 ) -> None:
     """Append a learned style as a new row of every norm layer of ``bank.network``."""
     if base_fingerprint != bank.fingerprint:
@@ -492,7 +524,7 @@ def add_learned_style(
     grown.load_state_dict(state)
     grown.eval().requires_grad_(False)
     bank.network, bank.config = grown, config
-    bank.styles.append(StyleInfo(name=name, kind="learned", metadata=metadata or {}))
+    bank.styles.append(StyleInfo(name=name, kind="learned", metadata=metadata or {}, painting=painting))
 
 
 def remove_style(bank: StyleBank, name: str) -> None:

@@ -230,3 +230,15 @@ def load_image_file(path, max_side: int | None = None, max_pixels: int = DEFAULT
     """Read an image file from disk to upright RGB (used by training and the CLI)."""
     with open(path, "rb") as handle:
         return decode_image(handle.read(), max_pixels=max_pixels, max_side=max_side).rgb
+
+
+THUMBNAIL_SIDE = 256  # painting thumbnails: small enough to ship with the bank, large enough for a gallery card
+
+
+def thumbnail_jpeg(image: Image.Image, side: int = THUMBNAIL_SIDE, quality: int = 85) -> bytes:
+    """``image`` fitted inside ``side`` x ``side`` (never enlarged), as JPEG bytes: a painting's gallery thumbnail."""
+    thumb = image.convert("RGB")
+    thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.bank import StyleInfo, load_bank, save_bank, sha256_file
-from model.imageio import image_to_tensor, load_image_file
+from model.imageio import THUMBNAIL_SIDE, image_to_tensor, load_image_file, thumbnail_jpeg
 from model.losses import target_grams
 from model.transformer import TransformerConfig, TransformerNet
 from model.vgg import load_vgg19
@@ -264,6 +264,7 @@ def _write_bank(
                 "loss_weights": config.loss_weights.to_dict(),
                 "resize_range": list(config.resize_range) if config.resize_range else None,
             },
+            painting=thumbnail_jpeg(load_image_file(path, max_side=4 * THUMBNAIL_SIDE)),  # the gallery's card
         )
         for name, path in zip(names, style_files, strict=True)
     ]

@@ -56,7 +56,7 @@ def learned_version(folder: Path) -> str | None:
     path = folder / f"{LEARNED_NAME}.safetensors"
     if not path.exists():
         return None
-    name, rows, fingerprint, metadata = load_learned_style(path)
+    name, rows, fingerprint, metadata, _ = load_learned_style(path)
     version = metadata["version"]
     expected_rows, expected_fingerprint, _ = learned(version)
     assert name == LEARNED_NAME and fingerprint == expected_fingerprint

@@ -11,6 +11,7 @@ import model.bank as bank_module
 from model.bank import (
     DEFAULT_BANK_DIR,
     MANIFEST_FILE,
+    PAINTINGS_DIR,
     WEIGHTS_FILE,
     StyleInfo,
     _atomic_save_safetensors,
@@ -132,7 +133,7 @@ def test_learned_style_for_another_bank_is_skipped(tiny_bank, tmp_path):
     bank = load_bank(tiny_bank)
     save_learned_style(tmp_path / "l" / "other.safetensors", "other", style_rows(bank.network, 0), "0" * 64)
     assert load_bank(tiny_bank, learned_dir=tmp_path / "l").style_names == TINY_STYLES
-    name, rows, fingerprint, _ = load_learned_style(tmp_path / "l" / "other.safetensors")
+    name, rows, fingerprint, _, _ = load_learned_style(tmp_path / "l" / "other.safetensors")
     with pytest.raises(BankFormatError, match="different bank"):
         add_learned_style(bank, name, rows, fingerprint)
 
@@ -206,10 +207,15 @@ def test_a_legacy_bank_loads_and_a_new_save_replaces_its_weights(tiny_bank):
 
 def test_the_bundled_bank_is_its_manifest_and_the_weights_it_names():
     # Today its manifest names the legacy weights.safetensors; a retrained bank copied in names its own
-    # weights-<hash> file. Either way nothing else may ship in the package (no stale weights, no .tmp).
+    # weights-<hash> file. Either way nothing else may ship in the package (no stale weights, no .tmp)
+    # beside the paintings' thumbnails, one per style.
     assert bank_weights_path(DEFAULT_BANK_DIR).is_file()
     assert sorted(p.name for p in DEFAULT_BANK_DIR.iterdir()) == sorted(
-        [MANIFEST_FILE, bank_weights_path(DEFAULT_BANK_DIR).name]
+        [MANIFEST_FILE, bank_weights_path(DEFAULT_BANK_DIR).name, PAINTINGS_DIR]
+    )
+    styles = json.loads((DEFAULT_BANK_DIR / MANIFEST_FILE).read_text())["styles"]
+    assert sorted(p.name for p in (DEFAULT_BANK_DIR / PAINTINGS_DIR).iterdir()) == sorted(
+        f"{s['name']}.jpg" for s in styles
     )
 
 
@@ -352,3 +358,60 @@ def test_a_bank_with_a_narrow_decoder_round_trips(tmp_path):
     image = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(bank.network(image, torch.eye(2)[:1]), network(image, torch.eye(2)[:1]))
+
+
+def _thumbnail(colour: tuple[int, int, int], size: tuple[int, int] = (600, 300)) -> bytes:
+    from PIL import Image
+
+    from model.imageio import thumbnail_jpeg
+
+    return thumbnail_jpeg(Image.new("RGB", size, colour))
+
+
+def test_thumbnail_fits_256_and_is_a_jpeg():
+    import io
+
+    from PIL import Image
+
+    thumb = Image.open(io.BytesIO(_thumbnail((200, 30, 40))))
+    assert thumb.format == "JPEG" and thumb.size == (256, 128)
+    small = Image.open(io.BytesIO(_thumbnail((1, 2, 3), size=(40, 20))))
+    assert small.size == (40, 20)  # never enlarged
+
+
+def test_bank_paintings_round_trip_and_are_optional(tmp_path):
+    network = make_tiny_network()
+    paintings = [_thumbnail((255, 0, 0)), None, _thumbnail((0, 0, 255))]
+    styles = [StyleInfo(name, painting=p) for name, p in zip(TINY_STYLES, paintings, strict=True)]
+    save_bank(tmp_path / "bank", network, styles)
+    loaded = load_bank(tmp_path / "bank")
+    assert [s.painting for s in loaded.styles] == paintings
+    assert sorted(p.name for p in (tmp_path / "bank" / "paintings").iterdir()) == [
+        f"{TINY_STYLES[0]}.jpg",
+        f"{TINY_STYLES[2]}.jpg",
+    ]
+
+
+def test_learned_style_keeps_its_painting(tiny_bank, tmp_path):
+    bank = load_bank(tiny_bank)
+    rows = style_rows(bank.network, 1)
+    painting = _thumbnail((10, 200, 90))
+    learned_dir = tmp_path / "learned"
+    save_learned_style(learned_dir / "painted.safetensors", "painted", rows, bank.fingerprint, {}, painting)
+    save_learned_style(learned_dir / "bare.safetensors", "bare", rows, bank.fingerprint, {})
+    name, loaded_rows, _, _, loaded_painting = load_learned_style(learned_dir / "painted.safetensors")
+    assert loaded_painting == painting and set(loaded_rows) == set(rows)  # the thumbnail is not a row
+    merged = load_bank(tiny_bank, learned_dir=learned_dir)
+    by_name = {s.name: s for s in merged.styles}
+    assert by_name["painted"].painting == painting and by_name["bare"].painting is None
+
+
+def test_bundled_bank_ships_a_thumbnail_of_every_painting():
+    import io
+
+    from PIL import Image
+
+    bank = load_bank(DEFAULT_BANK_DIR)
+    for style in bank.styles:
+        assert style.painting is not None, style.name
+        assert max(Image.open(io.BytesIO(style.painting)).size) <= 256, style.name

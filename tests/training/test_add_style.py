@@ -91,7 +91,7 @@ def test_learned_file_round_trips_and_stylizes_with_the_new_name(bank, learned, 
     metadata = learned_style_metadata("ab" * 32, CONFIG, source_file="fourth.png")
     save_learned_style(learned_dir / "fourth.safetensors", "fourth", rows, bank.fingerprint, metadata=metadata)
 
-    name, loaded_rows, fingerprint, loaded_meta = load_learned_style(learned_dir / "fourth.safetensors")
+    name, loaded_rows, fingerprint, loaded_meta, _ = load_learned_style(learned_dir / "fourth.safetensors")
     assert (name, fingerprint) == ("fourth", bank.fingerprint)
     assert all(torch.equal(loaded_rows[k], rows[k]) for k in rows)
     assert loaded_meta["training_steps"] == CONFIG.steps and loaded_meta["source_sha256"] == "ab" * 32
