@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api.errors import install_error_handlers
-from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import health, jobs, metrics, styles, stylize
+from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware, PageSecurityMiddleware
+from app.api.routes import health, jobs, metrics, styles, stylize, web
 from app.metrics import Metrics
 from app.service import Service
 from app.settings import Settings
@@ -38,12 +39,22 @@ def create_app(settings: Settings | None = None, bank: StyleBank | None = None) 
         finally:
             await service.stop()
 
-    app = FastAPI(title="cinstyle", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc with Swagger UI's and ReDoc's files served from the fastapi-offline package: no CDN.
+    app = FastAPIOffline(
+        title="cinstyle",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},  # never ask validator.swagger.io about our schema
+    )
     app.state.settings = settings
     app.state.metrics = app_metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
+    app.add_middleware(PageSecurityMiddleware)
     install_error_handlers(app)
     for router in (health.router, styles.router, stylize.build_router(settings), jobs.router, metrics.router):
         app.include_router(router)  # the stylize route states the bounds these settings set
+    web.mount(app)
     return app

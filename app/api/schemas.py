@@ -74,12 +74,21 @@ class StyleOut(BaseModel):
     name: str = Field(pattern=STYLE_NAME_PATTERN, examples=[EXAMPLE_STYLE])
     kind: Literal["builtin", "learned"]
     preview_url: str = Field(examples=[f"/v1/styles/{EXAMPLE_STYLE}/preview"])
+    painting_url: str | None = Field(
+        None,
+        description="a thumbnail (JPEG, at most 256 px) of the painting the style was learned from; null if unknown",
+        examples=[f"/v1/styles/{EXAMPLE_STYLE}/painting"],
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, style: StyleInfo) -> "StyleOut":
         return cls(
-            name=style.name, kind=style.kind, preview_url=f"/v1/styles/{style.name}/preview", metadata=style.metadata
+            name=style.name,
+            kind=style.kind,
+            preview_url=f"/v1/styles/{style.name}/preview",
+            painting_url=f"/v1/styles/{style.name}/painting" if style.painting is not None else None,
+            metadata=style.metadata,
         )
 
 

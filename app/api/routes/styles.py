@@ -22,6 +22,7 @@ from app.api.schemas import (
     StylesOut,
     error_responses,
 )
+from app.errors import NotFoundError
 from app.previews import sample_image
 from model.imageio import DecodedImage
 from model.style_spec import StyleMix
@@ -74,6 +75,21 @@ async def preview(name: StyleName, service: ServiceDep, registry: RegistryDep) -
         png = rendered.data
         service.previews.put(name, png)
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get(
+    "/v1/styles/{name}/painting",
+    summary="A thumbnail of the painting the style was learned from",
+    description="A JPEG of at most 256 x 256 px. `404` for a style whose painting is not known "
+    "(a bank trained elsewhere without thumbnails).",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **error_responses(404, 422, 503)},
+)
+async def painting(name: StyleName, registry: RegistryDep) -> Response:
+    style = registry.info(name)  # 404 for an unknown style
+    if style.painting is None:
+        raise NotFoundError(f"no thumbnail of the painting is stored for style {name!r}")
+    return Response(style.painting, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=300"})
 
 
 @router.post(
