@@ -142,6 +142,7 @@ function setUpPhoto() {
   input.addEventListener("change", () => setPhoto(input.files[0]));
   preview().addEventListener("error", () => {
     // The browser cannot show it; the server may still read it (TIFF, ...), so only say so.
+    preview().hidden = true;
     $("photo-info").textContent += " · (this browser cannot display it)";
   });
   zone.addEventListener("dragover", (event) => {

@@ -9,6 +9,7 @@ request to any host but the server. Screenshots go to ``$CINSTYLE_TEST_ARTIFACTS
 
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -362,3 +363,61 @@ def test_screenshot_for_the_readme(watch, files):
     assert page.evaluate("document.getElementById('result-image').naturalWidth") == 512
     watch.screenshot("readme", full_page=True)
     watch.check_clean()
+
+
+@pytest.fixture(scope="module")
+def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One job runs at a time, one may wait, and a slow-path job takes minutes: the queue can be filled."""
+    root = tmp_path_factory.mktemp("busy-server")
+    server = Server(
+        DEFAULT_BANK_DIR,
+        root / "data",
+        root / "server.log",
+        slow_steps=100_000,
+        slow_time_limit_s=600,
+        slow_max_side=64,
+        style_image_side=96,
+        queue_size=1,
+        job_workers=1,
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_a_full_queue_is_explained_the_page_stays_usable_and_a_job_can_be_cancelled(browser, busy_server, files):
+    client = busy_server.client
+    upload = {"image": files["photo"].read_bytes(), "style_image": files["painting"].read_bytes()}
+    running = client.post("/v1/stylize", files=upload).json()
+    waiting = client.post("/v1/stylize", files=upload).json()
+    assert client.get(waiting["url"]).json()["status"] == "queued"
+
+    watch = PageWatch(browser, busy_server.url)
+    try:
+        page = watch.open().page
+        page.wait_for_selector(".style-card")
+        page.set_input_files("#photo-input", str(files["photo"]))
+        page.set_input_files("#slow-painting", str(files["painting"]))
+        page.click("#slow-start")
+        page.wait_for_selector("#slow-error:not([hidden])")
+        message = page.text_content("#slow-error")
+        assert "job queue is full" in message and re.search(r"try again in \d+ s", message), message
+        assert page.is_enabled("#slow-start") and page.is_hidden("#slow-cancel")
+
+        choose_styles(page, TWO_STYLES[0])  # the fast path still answers while the jobs wait
+        wait_for_full_result(page)
+
+        for job in (waiting, running):
+            assert client.delete(job["url"]).status_code in (200, 202)
+        page.click("#slow-start")  # room again: the job starts, and the page's Cancel stops it
+        page.wait_for_selector("#slow-cancel:not([hidden])")
+        page.wait_for_function("() => document.getElementById('slow-progress-text').textContent.includes('%')")
+        page.click("#slow-cancel")
+        page.wait_for_function("() => document.getElementById('slow-progress-text').textContent === 'Cancelled.'")
+        assert page.is_hidden("#slow-result") and page.is_enabled("#slow-start")
+        assert page.is_hidden("#slow-error")
+        jobs = client.get("/readyz").json()["jobs"]
+        assert jobs["cancelled"] == 3 and jobs["running"] == 0, jobs
+        watch.screenshot("queue-full-then-cancel")
+        watch.check_clean(expected_statuses=(429,))
+    finally:
+        watch.close()
