@@ -133,10 +133,14 @@ class PageWatch:
         errors = [text for kind, text in self.console if kind == "error" and not any(a in text for a in allowed)]
         assert not errors, f"console errors: {errors}"
 
-    def screenshot(self, name: str, full_page: bool = True) -> Path:
+    def screenshot(self, name: str, full_page: bool = True, jpeg_quality: int | None = None) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=full_page)
+        if jpeg_quality is None:
+            path = ARTIFACTS / f"{name}.png"
+            self.page.screenshot(path=str(path), full_page=full_page)
+        else:
+            path = ARTIFACTS / f"{name}.jpg"
+            self.page.screenshot(path=str(path), full_page=full_page, type="jpeg", quality=jpeg_quality)
         return path
 
     def close(self) -> None:
@@ -349,8 +353,9 @@ def test_api_docs_render_offline(watch, path, ready):
     watch.check_clean(refused_by_csp=("https://cdn.redoc.ly/redoc/logo-mini.svg",))
 
 
-def test_screenshot_for_the_readme(watch, files):
-    """The README's picture: the public-domain astronaut photo in a blend, the page as a user sees it."""
+def test_screenshot_for_the_readme(browser, server, files):
+    """The README's picture (docs/images/web-page.jpg is a copy): the public-domain astronaut photo in a blend."""
+    watch = PageWatch(browser, server.url, width=1280, height=1060)
     page = watch.open().page
     page.set_input_files("#photo-input", str(files["astronaut"]))
     choose_styles(page, "van_gogh_starry_night", "munch_the_scream")
@@ -361,8 +366,9 @@ def test_screenshot_for_the_readme(watch, files):
         "() => Array.from(document.querySelectorAll('#gallery img.style-preview')).every(i => i.complete && i.src)"
     )
     assert page.evaluate("document.getElementById('result-image').naturalWidth") == 512
-    watch.screenshot("readme", full_page=True)
+    watch.screenshot("web-page", full_page=False, jpeg_quality=82)
     watch.check_clean()
+    watch.close()
 
 
 @pytest.fixture(scope="module")
