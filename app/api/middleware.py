@@ -123,7 +123,7 @@ class MetricsMiddleware:
 # ReDoc's sidebar logo (cdn.redoc.ly) is refused by the browser instead of fetched.
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; script-src 'self' 'unsafe-inline'; "
-    "style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'; font-src 'self' data:; "
+    "style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self' blob:; font-src 'self' data:; "
     "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
 )
 

@@ -377,6 +377,7 @@ async function render(requested) {
 async function showResult(blob, kind, inferenceMs, format) {
   const img = $("result-image");
   const url = URL.createObjectURL(blob);
+  img.dataset.kind = "loading"; // says what is shown only once it is
   await new Promise((resolve) => {
     img.onload = resolve;
     img.onerror = resolve;
