@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import health, jobs, metrics, styles, stylize
+from app.api.routes import health, jobs, metrics, styles, stylize, textures
 from app.metrics import Metrics
 from app.service import Service
 from app.settings import Settings
@@ -19,7 +19,7 @@ from model.bank import StyleBank
 
 DESCRIPTION = """Multi-style neural style transfer: one conditional-instance-norm network holds every style;
 blend them with weights; paintings the bank has never seen go through the slow Gram optimisation (a job) and can be
-learned into the bank.
+learned into the bank; `POST /v1/textures` synthesizes a new texture from a painting alone.
 
 Errors are JSON: `{"error": {"code": "...", "message": "..."}}`."""
 
@@ -44,6 +44,14 @@ def create_app(settings: Settings | None = None, bank: StyleBank | None = None) 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     install_error_handlers(app)
-    for router in (health.router, styles.router, stylize.build_router(settings), jobs.router, metrics.router):
-        app.include_router(router)  # the stylize route states the bounds these settings set
+    routers = (
+        health.router,
+        styles.router,
+        stylize.build_router(settings),
+        textures.build_router(settings),
+        jobs.router,
+        metrics.router,
+    )
+    for router in routers:
+        app.include_router(router)  # the stylize and textures routes state the bounds these settings set
     return app

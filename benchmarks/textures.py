@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     vgg = load_vgg19()
     style = image_to_tensor(decode_image(args.style.read_bytes(), max_side=args.style_side).rgb)
     size = (args.size, args.size)
-    noise = texture_noise(size, args.seed)
+    noise = texture_noise(style, size, args.seed)  # the start synthesize_texture takes
 
     def run(deepest: str, tileable: bool) -> tuple[torch.Tensor, dict]:
         config = texture_config(deepest, **overrides)
