@@ -149,7 +149,10 @@ class _Objective:
     """The weighted loss of one scale: targets precomputed, image -> total loss.
 
     Without ``content`` (texture synthesis) only the Gram and TV terms count; ``circular``
-    makes the loss network and the TV term see the image as a torus (a tileable texture).
+    makes the loss network and the TV term see the image as a torus (a tileable texture), rolled
+    by a random offset (from ``seed``) at every evaluation: VGG's max pooling leaves its cell
+    boundaries more contrasted than the pixels inside, and on a fixed grid the image's own border
+    is a boundary of every pooling level, a seam. The roll moves the grid about the torus.
     """
 
     def __init__(
@@ -159,8 +162,10 @@ class _Objective:
         style: torch.Tensor,
         config: SlowConfig,
         circular: bool = False,
+        seed: int = 0,
     ) -> None:
         self.network, self.config, self.circular = loss_network, config, circular
+        self.generator = torch.Generator().manual_seed(seed)
         self.grams = target_grams(loss_network, style, config.style_layers)
         self.content_features = None
         self.layers = tuple(config.style_layers)
@@ -171,6 +176,9 @@ class _Objective:
 
     def terms(self, image: torch.Tensor) -> WeightedTerms:
         config = self.config
+        if self.circular:
+            dy, dx = (int(torch.randint(n, (), generator=self.generator)) for n in image.shape[-2:])
+            image = image.roll((dy, dx), dims=(2, 3))
         features = self.network(image, self.layers, circular=self.circular)
         return transfer_objective(
             image,
@@ -437,7 +445,7 @@ def synthesize_texture(
         style,
         config,
         budget,
-        lambda _size, scaled_style: _Objective(loss_network, None, scaled_style, config, circular=tileable),
+        lambda _size, scaled_style: _Objective(loss_network, None, scaled_style, config, tileable, seed),
         on_step,
         circular=tileable,
     ).to(device=out_device, dtype=out_dtype)

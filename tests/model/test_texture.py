@@ -4,6 +4,7 @@ import threading
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from model.errors import CancelledError, InvalidParameterError
 from model.losses import gram_matrix, style_loss, target_grams
@@ -61,26 +62,35 @@ def test_the_texture_fits_the_paintings_grams_far_better_than_the_noise(vgg):
     assert after < 0.1 * before, (before, after)
 
 
+def mottled(size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Smooth colour noise with ~8 px structures: many of them meet every border, so one border is a fair sample."""
+    coarse = torch.rand(1, 3, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
 def test_tileable_textures_have_no_seam_and_plain_ones_do(vgg):
-    """Averaged over two seeds: at 64 px one border is a small sample of pixel pairs."""
-    style, config = blobs(seed=1), texture_config("relu3_1", steps=40)
+    """Averaged over three seeds: at 64 px one border is still a small sample of pixel pairs."""
+    style, config = mottled(), texture_config("relu3_1", steps=40)
     seams = {
         tileable: [
-            tile_seam(synthesize_texture(style, (64, 64), vgg, config, tileable=tileable, seed=seed)) for seed in (0, 1)
+            tile_seam(synthesize_texture(style, (64, 64), vgg, config, tileable=tileable, seed=seed))
+            for seed in (0, 1, 2)
         ]
         for tileable in (True, False)
     }
-    seam_tileable, seam_plain = sum(seams[True]) / 2, sum(seams[False]) / 2
-    assert seam_tileable < 1.6, seams
-    assert seam_plain > 2 * seam_tileable, seams
+    seam_tileable, seam_plain = sum(seams[True]) / 3, sum(seams[False]) / 3
+    assert seam_tileable < 1.5, seams
+    assert seam_plain > 3 * seam_tileable, seams
 
 
 def test_the_circular_loss_sees_a_torus(vgg):
     """Rolled by whole pooling cells (16 px), an image has the same circular loss; the zero-padded loss changes."""
     image, style = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)), blobs(32)
     rolled = image.roll((16, 32), dims=(2, 3))
-    circular = _Objective(vgg, None, style, texture_config("relu5_1"), circular=True)
-    assert circular(rolled).item() == pytest.approx(circular(image).item(), rel=1e-4)
+    config = texture_config("relu5_1")
+    # Two objectives with one seed roll the image by the same random offsets, evaluation after evaluation.
+    circular, same_rolls = (_Objective(vgg, None, style, config, circular=True, seed=4) for _ in range(2))
+    assert same_rolls(rolled).item() == pytest.approx(circular(image).item(), rel=1e-4)
     padded = _Objective(vgg, None, style, texture_config("relu5_1"), circular=False)
     assert abs(padded(rolled).item() - padded(image).item()) > 1e-3 * padded(image).item()
 
