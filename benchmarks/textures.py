@@ -46,7 +46,10 @@ def _save_png(tensor: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
     array = tensor.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(array).save(path, optimize=True)
+    # 256 colours (median cut, no dithering): a third of the size, no visible difference at this scale.
+    Image.fromarray(array).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        path, optimize=True
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
