@@ -35,6 +35,35 @@ def _add_stylize(sub) -> None:
     )
 
 
+def _add_texture(sub) -> None:
+    p = sub.add_parser("texture", help="synthesize a new texture from a painting (Gram matrices matched from noise)")
+    p.add_argument("painting", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file (.png, .jpg, .webp)")
+    p.add_argument("--size", default="256x256", help="WIDTHxHEIGHT in pixels (default 256x256)")
+    p.add_argument(
+        "--layers",
+        default="relu5_1",
+        help="the deepest VGG-19 layer matched, relu1_1 .. relu5_1 (default relu5_1): deeper = larger structures",
+    )
+    p.add_argument("--tileable", action="store_true", help="repeat without a seam (wrap-around padding)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default 200)")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds (default 120)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (or one number for a square) -> (width, height)."""
+    width, sep, height = text.lower().partition("x")
+    try:
+        size = (int(width), int(height) if sep else int(width))
+    except ValueError:
+        raise CinstyleError(f"--size wants WIDTHxHEIGHT, e.g. 512x512, got {text!r}") from None
+    if min(size) < 16:
+        raise CinstyleError(f"--size {text}: each side must be at least 16 px")
+    return size
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="jointly train N styles into a new bank")
     p.add_argument("--styles", nargs="+", help="style image files or folders (bank order = given order)")
@@ -92,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
+    _add_texture(sub)
     p = sub.add_parser("styles", help="list the styles of a bank")
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--data-dir", type=Path, default=None, help="also list styles learned into this data dir")
@@ -221,6 +251,33 @@ def _cmd_stylize(args) -> int:
     return 0
 
 
+def _cmd_texture(args) -> int:
+    import torch
+
+    from model.imageio import decode_image, encode_image, image_to_tensor, normalize_format, tensor_to_image
+    from model.slow import synthesize_texture, texture_config
+    from model.vgg import load_vgg19
+    from training.distributed import resolve_device
+
+    width, height = parse_size(args.size)
+    fmt = normalize_format(args.output.suffix.lstrip(".") or "png")
+    overrides = {k: v for k, v in (("steps", args.steps), ("time_limit_s", args.time_limit)) if v is not None}
+    config = texture_config(args.layers, **overrides)
+    if not args.painting.is_file():
+        raise CinstyleError(f"painting {args.painting} not found")
+    device = resolve_device(args.device)
+    style = image_to_tensor(decode_image(args.painting.read_bytes(), max_side=512).rgb).to(device)
+    loss_network = load_vgg19(device=device)
+    with fraction_bar("texture") as progress:
+        result = synthesize_texture(
+            style, (height, width), loss_network, config, tileable=args.tileable, seed=args.seed, progress=progress
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(encode_image(tensor_to_image(result.to(torch.float32)), fmt))
+    print(str(args.output))
+    return 0
+
+
 def _cmd_train(args) -> int:
     import json
 
@@ -308,6 +365,7 @@ def _cmd_worker(args) -> int:
 
 COMMANDS = {
     "stylize": _cmd_stylize,
+    "texture": _cmd_texture,
     "styles": _cmd_styles,
     "train": _cmd_train,
     "add-style": _cmd_add_style,

@@ -130,6 +130,43 @@ def slow_stylize_decoded(
     return encode_result(result, content, fmt, (time.perf_counter() - started) * 1000.0), blend
 
 
+def synthesize_texture_image(
+    style: Image.Image,
+    loss_network: Any,
+    *,
+    width: int,
+    height: int,
+    layers: str,
+    tileable: bool,
+    seed: int,
+    steps: int,
+    time_limit_s: float,
+    fmt: str,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> Rendered:
+    """Texture synthesis: a ``width`` x ``height`` image with the painting's Gram matrices, from noise."""
+    from model.slow import synthesize_texture, texture_config
+
+    device = next(loss_network.parameters()).device
+    config = texture_config(layers, steps=steps, time_limit_s=time_limit_s)
+    started = time.perf_counter()
+    result = synthesize_texture(
+        image_to_tensor(style).to(device),
+        (height, width),
+        loss_network,
+        config,
+        tileable=tileable,
+        seed=seed,
+        progress=progress,
+        cancel=cancel,
+    )
+    _synchronize(device)
+    image = tensor_to_image(result)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    return Rendered(encode_image(image, fmt), media_type(fmt), image.width, image.height, elapsed_ms)
+
+
 @dataclass(frozen=True)
 class LearnedStyle:
     rows: dict[str, torch.Tensor]

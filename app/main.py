@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware, PageSecurityMiddleware
-from app.api.routes import health, jobs, metrics, styles, stylize, web
+from app.api.routes import health, jobs, metrics, styles, stylize, textures, web
 from app.metrics import Metrics
 from app.service import Service
 from app.settings import Settings
@@ -20,7 +20,7 @@ from model.bank import StyleBank
 
 DESCRIPTION = """Multi-style neural style transfer: one conditional-instance-norm network holds every style;
 blend them with weights; paintings the bank has never seen go through the slow Gram optimisation (a job) and can be
-learned into the bank.
+learned into the bank; `POST /v1/textures` synthesizes a new texture from a painting alone.
 
 Errors are JSON: `{"error": {"code": "...", "message": "..."}}`."""
 
@@ -54,7 +54,15 @@ def create_app(settings: Settings | None = None, bank: StyleBank | None = None) 
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     app.add_middleware(PageSecurityMiddleware)
     install_error_handlers(app)
-    for router in (health.router, styles.router, stylize.build_router(settings), jobs.router, metrics.router):
-        app.include_router(router)  # the stylize route states the bounds these settings set
+    routers = (
+        health.router,
+        styles.router,
+        stylize.build_router(settings),
+        textures.build_router(settings),
+        jobs.router,
+        metrics.router,
+    )
+    for router in routers:
+        app.include_router(router)  # the stylize and textures routes state the bounds these settings set
     web.mount(app)
     return app

@@ -33,6 +33,7 @@ from app.style_store import LearnedStyle, LocalStyleStore, StyleStore
 from app.tasks import (
     LEARN_JOB,
     SLOW_JOB,
+    TEXTURE_JOB,
     HeavyResources,
     learned_summary,
     run_job,
@@ -262,6 +263,28 @@ class Service:
             "height": content.rgb.height,
         }
         return self.jobs.submit_job(SLOW_JOB, slow_images(content, style), params, reservation=reservation)
+
+    def submit_texture(
+        self,
+        painting: Image.Image,
+        *,
+        width: int,
+        height: int,
+        layers: str,
+        tileable: bool,
+        seed: int,
+        fmt: str,
+        reservation: Reservation | None = None,
+    ) -> Job:
+        params = {
+            "width": width,
+            "height": height,
+            "layers": layers,
+            "tileable": tileable,
+            "seed": seed,
+            "format": fmt,
+        }
+        return self.jobs.submit_job(TEXTURE_JOB, {"style": painting}, params, reservation=reservation)
 
     def submit_learn_style(
         self, name: str, style: Image.Image, source_sha256: str, reservation: Reservation | None = None

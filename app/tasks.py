@@ -27,7 +27,8 @@ from model.runner import Runner
 
 log = logging.getLogger(__name__)
 
-SLOW_JOB, LEARN_JOB = "stylize", "learn_style"
+SLOW_JOB, LEARN_JOB, TEXTURE_JOB = "stylize", "learn_style", "texture"
+JOB_KINDS = (SLOW_JOB, LEARN_JOB, TEXTURE_JOB)
 JobImages = dict[str, Image.Image]  # "content" (+ "content_alpha"), "style"
 
 
@@ -122,6 +123,27 @@ def _slow_stylize(env: JobEnv, images: JobImages, params: dict[str, Any], ctx: J
     return JobOutcome(rendered.data, rendered.media_type, summary)
 
 
+def _synthesize_texture(env: JobEnv, images: JobImages, params: dict[str, Any], ctx: JobContext) -> JobOutcome:
+    """A texture from the painting alone: the slow path's optimiser and budget, starting from noise."""
+    settings = env.settings
+    rendered = inference.synthesize_texture_image(
+        images["style"],
+        env.loss_network(),
+        width=params["width"],
+        height=params["height"],
+        layers=params["layers"],
+        tileable=params["tileable"],
+        seed=params["seed"],
+        steps=settings.slow_steps,
+        time_limit_s=settings.slow_time_limit_s,
+        fmt=params["format"],
+        progress=ctx.progress,
+        cancel=ctx.cancel,
+    )
+    summary = {"width": rendered.width, "height": rendered.height, "inference_ms": round(rendered.inference_ms, 1)}
+    return JobOutcome(rendered.data, rendered.media_type, summary)
+
+
 def _learn_style(env: JobEnv, images: JobImages, params: dict[str, Any], ctx: JobContext) -> JobOutcome:
     settings, name = env.settings, params["name"]
     bank = env.learning_bank()
@@ -153,6 +175,7 @@ def learned_summary(name: str) -> JobOutcome:
 JOB_FUNCTIONS: dict[str, Callable[[JobEnv, JobImages, dict[str, Any], JobContext], JobOutcome]] = {
     SLOW_JOB: _slow_stylize,
     LEARN_JOB: _learn_style,
+    TEXTURE_JOB: _synthesize_texture,
 }
 
 

@@ -62,8 +62,14 @@ def content_change(output_features: torch.Tensor, target_features: torch.Tensor)
     return (diff / norm).mean()
 
 
-def total_variation(image: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between neighbouring pixels (smoothness prior)."""
+def total_variation(image: torch.Tensor, circular: bool = False) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (smoothness prior).
+
+    ``circular``: the last row and column are neighbours of the first (a tileable image)."""
+    if circular:
+        dh = (image - image.roll(1, dims=-2)).abs().mean()
+        dw = (image - image.roll(1, dims=-1)).abs().mean()
+        return dh + dw
     dh = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
     dw = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
     return dh + dw
@@ -83,26 +89,31 @@ def transfer_objective(
     image: torch.Tensor,
     output_grams: Mapping[str, torch.Tensor],
     target_grams: Mapping[str, torch.Tensor],
-    output_content: torch.Tensor,
-    content_target: torch.Tensor,
+    output_content: torch.Tensor | None,
+    content_target: torch.Tensor | None,
     *,
     style_weight: float,
     content_weight: float,
     tv_weight: float,
     layer_weights: Mapping[str, float] | None = None,
+    circular: bool = False,
 ) -> WeightedTerms:
     """The objective training, add-style, evaluation and the slow path all minimise, from precomputed features.
 
     Style: relative Gram error summed over the layers of ``output_grams`` (each times its
-    ``layer_weights`` entry, default 1); content: relative feature change; plus total
-    variation of the ``image`` pixels.
+    ``layer_weights`` entry, default 1); content: relative feature change (zero without a
+    content target: texture synthesis); plus total variation of the ``image`` pixels
+    (wrapping around with ``circular``).
     """
     weights = {layer: 1.0 if layer_weights is None else layer_weights.get(layer, 1.0) for layer in output_grams}
     style = style_weight * style_loss(
         output_grams, {l: target_grams[l] for l in output_grams}, layer_weights=weights, relative=True
     )
-    content = content_weight * content_change(output_content, content_target)
-    tv = tv_weight * total_variation(image)
+    if output_content is None or content_target is None:
+        content = style.new_zeros(())
+    else:
+        content = content_weight * content_change(output_content, content_target)
+    tv = tv_weight * total_variation(image, circular=circular)
     return WeightedTerms(total=style + content + tv, style=style, content=content, tv=tv)
 
 

@@ -95,7 +95,12 @@ class VGG19Features(nn.Module):
             return image.flip(1) * 255.0 - self.mean  # RGB [0,1] -> BGR [0,255] - mean pixel
         return (image - self.mean) / self.std
 
-    def forward(self, image: torch.Tensor, layers: tuple[str, ...] | list[str]) -> dict[str, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, layers: tuple[str, ...] | list[str], circular: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """``circular``: pad every convolution's input by wrapping around (the image is seen as a torus,
+        for tileable textures) instead of with zeros. An argument, not a switch on the module: one loss
+        network is shared by every job thread, and a slow-path job must never see wrapped padding."""
         wanted = set(layers)
         missing = wanted - set(self.layer_names)
         if missing:
@@ -105,7 +110,12 @@ class VGG19Features(nn.Module):
         x = self.normalize(image)
         for name in self.layer_names[: last + 1]:
             if name.startswith("conv"):
-                x = self.convs[name](x)
+                conv = self.convs[name]
+                if circular:
+                    wrapped = nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
+                    x = nn.functional.conv2d(wrapped, conv.weight, conv.bias)
+                else:
+                    x = conv(x)
             elif name.startswith("relu"):
                 # In place on the convolution's output (nothing else holds it): autograd then keeps one
                 # tensor per conv+ReLU pair instead of two -- about 300 MB less for a 512 px slow path.

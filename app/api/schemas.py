@@ -98,7 +98,7 @@ class StylesOut(BaseModel):
 
 class JobOut(BaseModel):
     id: str = Field(pattern=JOB_ID_PATTERN, examples=[EXAMPLE_JOB_ID])
-    kind: Literal["stylize", "learn_style"]
+    kind: Literal["stylize", "learn_style", "texture"]
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     progress: float = Field(ge=0, le=1)
     eta_s: float | None = Field(None, description="seconds left, extrapolated from progress (running jobs)")

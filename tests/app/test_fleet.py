@@ -225,3 +225,19 @@ def test_learned_styles_survive_a_redis_restart_and_replicas_recover(fleet, tmp_
     assert "kept" in names
     assert json.loads(redis_server.client().hget("cinstyle:job:" + job.json()["id"], "status")) == "done"
     assert Path(redis_server.folder).exists()
+
+
+def test_a_texture_job_submitted_to_a_runs_on_a_worker_and_is_fetched_through_b(fleet):
+    _, (a, b), _ = fleet
+    submitted = a.client.post(
+        "/v1/textures",
+        params={"width": 32, "height": 24, "layers": "relu2_1", "tileable": "true", "seed": 3},
+        files={"style_image": ("s.png", encode(stripes(48)))},
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    states = follow(b.client, job_id)
+    assert states[-1]["status"] == "done" and states[-1]["kind"] == "texture", states[-1]
+    result = b.client.get(f"/v1/jobs/{job_id}/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+    assert result.content.startswith(b"\x89PNG") and a.client.get(f"/v1/jobs/{job_id}/result").content == result.content

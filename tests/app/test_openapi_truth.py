@@ -260,3 +260,23 @@ def test_an_expired_wait_says_how_to_fetch_the_result(server):
     result = client.get(f"{url}/result")
     assert result.status_code == 200 and result.headers["content-type"] == "image/png", result.text
     assert decode(result.content).size == (48, 40)
+
+
+def test_the_textures_route_states_its_bounds_and_layers(schema):
+    from model.slow import TEXTURE_LAYERS
+
+    def rule(name: str) -> dict:
+        return parameter(schema, "post", "/v1/textures", name)["schema"]
+
+    slow_max_side = Settings().slow_max_side
+    for name in ("width", "height"):
+        assert (rule(name)["minimum"], rule(name)["maximum"]) == (16, slow_max_side)
+    assert rule("layers")["enum"] == list(TEXTURE_LAYERS) and rule("layers")["default"] == "relu5_1"
+    assert rule("tileable")["type"] == "boolean" and rule("seed")["minimum"] == 0
+    assert (rule("wait")["minimum"], rule("wait")["maximum"]) == (0, MAX_WAIT_S)
+    responses = operation(schema, "post", "/v1/textures")["responses"]
+    assert {"200", "202", "400", "413", "415", "422", "429", "503"} <= set(responses)
+    assert responses["202"]["headers"]["Location"]["required"] is True
+    body = body_schema(schema, "post", "/v1/textures")
+    assert body["required"] == ["style_image"] and body["properties"]["style_image"]["format"] == "binary"
+    assert "texture" in schema["components"]["schemas"]["JobOut"]["properties"]["kind"]["enum"]

@@ -135,3 +135,23 @@ def test_add_style_shows_a_bar_with_eta(tiny_bank, images, tmp_path):
     quiet = run_with_pipe_stderr([*args, "--out", str(tmp_path / "quiet")])
     assert quiet.returncode == 0, quiet.stderr
     assert "add-style striped:" not in quiet.stderr and "3/3" not in quiet.stderr
+
+
+def test_texture_writes_a_texture_and_shows_a_bar_with_eta(images, tmp_path):
+    _, painting = images
+    out = tmp_path / "texture.png"
+    args = ["texture", str(painting), "-o", str(out), "--size", "40x32", "--layers", "relu2_1", "--tileable"]
+    status, stdout, terminal = run_with_tty_stderr([*args, "--steps", "3", "--device", "cpu"])
+    assert status == 0, terminal
+    assert stdout.strip() == str(out)
+    from PIL import Image
+
+    assert Image.open(out).size == (40, 32)
+    assert "texture:" in terminal and "100%" in terminal and "<00:00]" in terminal, terminal
+
+    quiet = run_with_pipe_stderr([*args, "--steps", "2", "--device", "cpu"])
+    assert quiet.returncode == 0 and "texture:" not in quiet.stderr, quiet.stderr
+    bad = run_with_pipe_stderr(["texture", str(painting), "-o", str(out), "--layers", "relu4_2"])
+    assert bad.returncode == 2 and "relu1_1" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_with_pipe_stderr(["texture", str(painting), "-o", str(out), "--size", "10x512"])
+    assert bad.returncode == 2 and "16 px" in bad.stderr

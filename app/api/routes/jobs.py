@@ -1,4 +1,4 @@
-"""Jobs (slow path, learning a style): status, result, cancel."""
+"""Jobs (slow path, textures, learning a style): status, result, cancel."""
 
 from typing import Annotated
 
@@ -35,11 +35,11 @@ async def get_job(job_id: JobId, service: ServiceDep) -> JobOut:
 
 @router.get(
     "/v1/jobs/{job_id}/result",
-    summary="The result: the image (slow path) or the learned style",
+    summary="The result: the image (slow path, texture) or the learned style",
     response_class=Response,
     responses={
         200: {
-            "description": "the image (slow path), or the learned style's summary (learning)",
+            "description": "the image (slow path, texture), or the learned style's summary (learning)",
             "content": {
                 "image/png": {},
                 "image/jpeg": {},

@@ -134,6 +134,25 @@ def job_accepted(job: Job, waited_s: float | None = None) -> JSONResponse:
     )
 
 
+async def image_or_accepted(job: Job, wait: float, request: Request, jobs: JobQueue) -> Response:
+    """An image job's answer: its image if it is done within ``wait`` seconds, else `202` with the job."""
+    if wait > 0:
+        job = await wait_for(job, wait, request, jobs)
+        if job.status == DONE:
+            job, result = await anyio.to_thread.run_sync(jobs.read_result, job.id)
+            return Response(
+                result,
+                media_type=job.media_type,
+                headers={
+                    "X-Job-Id": job.id,
+                    "Location": f"/v1/jobs/{job.id}",
+                    "X-Inference-Ms": str(job.summary.get("inference_ms", "")),
+                    "Vary": "Accept",
+                },
+            )
+    return job_accepted(job, waited_s=wait)
+
+
 def build_router(settings: Settings) -> APIRouter:
     """The stylize route, with the bounds ``settings`` sets stated in its parameters (and so in the schema)."""
     router = APIRouter(tags=["stylize"])
@@ -238,21 +257,7 @@ def build_router(settings: Settings) -> APIRouter:
                     init=init,
                     reservation=slot,
                 )
-            if wait > 0:
-                job = await wait_for(job, wait, request, service.jobs)
-                if job.status == DONE:
-                    job, result = await anyio.to_thread.run_sync(service.jobs.read_result, job.id)
-                    return Response(
-                        result,
-                        media_type=job.media_type,
-                        headers={
-                            "X-Job-Id": job.id,
-                            "Location": f"/v1/jobs/{job.id}",
-                            "X-Inference-Ms": str(job.summary.get("inference_ms", "")),
-                            "Vary": "Accept",
-                        },
-                    )
-            return job_accepted(job, waited_s=wait)
+            return await image_or_accepted(job, wait, request, service.jobs)
 
         view = registry.view()
         mix = parse_style_spec(style, list(view.names))
