@@ -31,6 +31,7 @@ from model.transformer import STRIDE
 
 DEFAULT_TILE_SIDE = 1152  # largest tile side (px): an image up to this size is one plain pass
 DEFAULT_STATS_SIDE = 1024  # the thumbnail's longer side for the statistics pass
+THUMBNAIL_MIN_SIDE = 16  # as model.imageio.MIN_SIDE: enough for the network's reflection padding
 RAMP = 16  # px over which neighbouring tiles are cross-faded, beyond the dropped margins
 
 Box = tuple[int, int, int, int]  # top, bottom, left, right
@@ -44,7 +45,7 @@ def _ceil_to(value: float, multiple: int) -> int:
 
 def tile_spans(length: int, tile: int, margin: int, ramp: int = RAMP) -> list[tuple[int, int]]:
     """(start, end) of the tiles along one axis: starts on the stride grid, neighbours overlapping by
-    at least ``2 * margin + ramp``, all the same length (the last one may be cut by the image end)."""
+    at least ``2 * margin + ramp``, all about the same length (the last one ends at the image's end)."""
     if length <= tile:
         return [(0, length)]
     overlap = 2 * margin + ramp
@@ -55,7 +56,7 @@ def tile_spans(length: int, tile: int, margin: int, ramp: int = RAMP) -> list[tu
     spans = []
     for index in range(count):
         start = (index * (length - side) // (count - 1)) // STRIDE * STRIDE if count > 1 else 0
-        spans.append((start, min(length, start + side)))
+        spans.append((start, length if index == count - 1 else min(length, start + side)))
     return spans
 
 
@@ -65,9 +66,9 @@ def _kept(spans: list[tuple[int, int]], index: int, margin: int) -> tuple[int, i
     start, end = spans[index]
     low = start + margin if index > 0 else start
     high = end - margin if index < len(spans) - 1 else end
-    if index == 0:
+    previous_high = spans[index - 1][1] - margin if index > 0 else low
+    if previous_high <= low:  # the first tile, or no ramp: a hard cut
         return low, high, None
-    previous_high = spans[index - 1][1] - margin
     positions = torch.arange(low, high, dtype=torch.float32) + 0.5
     return low, high, ((positions - low) / (previous_high - low)).clamp(0, 1)
 
@@ -77,14 +78,22 @@ class TilingRunner:
     normalisation statistics (see the module docstring); smaller ones go through ``inner`` as they are."""
 
     def __init__(
-        self, inner: StatsRunner, tile_side: int = DEFAULT_TILE_SIDE, stats_side: int = DEFAULT_STATS_SIDE
+        self,
+        inner: StatsRunner,
+        tile_side: int = DEFAULT_TILE_SIDE,
+        stats_side: int = DEFAULT_STATS_SIDE,
+        ramp: int = RAMP,
+        margin: int | None = None,
     ) -> None:
+        """``margin``: tile pixels dropped at inner tile borders (default: the network's receptive radius,
+        which makes the kept pixels exact; smaller values are only for showing what goes wrong)."""
         if not isinstance(inner, StatsRunner):
             raise TypeError(f"tiling needs a runner that takes norm statistics, got {type(inner).__name__}")
         self.inner = inner
         self.device, self.dtype, self.n_styles = inner.device, inner.dtype, inner.n_styles
-        self.margin = _ceil_to(inner.receptive_radius, STRIDE)
-        smallest = 2 * (2 * self.margin + RAMP)
+        self.margin = _ceil_to(inner.receptive_radius, STRIDE) if margin is None else margin
+        self.ramp = ramp
+        smallest = 2 * (2 * self.margin + ramp)
         if tile_side < smallest:
             raise ValueError(f"tile_side must be at least {smallest} for this network, got {tile_side}")
         self.tile_side = tile_side
@@ -149,8 +158,8 @@ class TilingRunner:
     ) -> None:
         mean, var = self.inner.norm_stats(thumbnail, style_weights)
         del thumbnail
-        rows = tile_spans(size[0], self.tile_side, self.margin)
-        columns = tile_spans(size[1], self.tile_side, self.margin)
+        rows = tile_spans(size[0], self.tile_side, self.margin, self.ramp)
+        columns = tile_spans(size[1], self.tile_side, self.margin, self.ramp)
         for row in range(len(rows)):
             top, bottom, alpha_y = _kept(rows, row, self.margin)
             for column in range(len(columns)):
@@ -186,19 +195,26 @@ def as_tiling_runner(runner: Runner) -> "TilingRunner":
     return runner if isinstance(runner, TilingRunner) else TilingRunner(runner)  # type: ignore[arg-type]
 
 
-def _shrink_image(image: Image.Image, side: int) -> Image.Image:
-    width, height = image.size
+def _thumbnail_size(width: int, height: int, side: int) -> tuple[int, int] | None:
+    """The thumbnail's size: longer side ``side``; a thin image's short side is kept at up to
+    `THUMBNAIL_MIN_SIDE` px (the network's padding needs a few pixels). None: no need to shrink."""
     scale = side / max(width, height)
     if scale >= 1:
-        return image
-    size = (max(STRIDE, round(width * scale)), max(STRIDE, round(height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return None
+    return (
+        max(min(width, THUMBNAIL_MIN_SIDE), round(width * scale)),
+        max(min(height, THUMBNAIL_MIN_SIDE), round(height * scale)),
+    )
+
+
+def _shrink_image(image: Image.Image, side: int) -> Image.Image:
+    size = _thumbnail_size(*image.size, side)
+    return image if size is None else image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def _shrink_tensor(image: torch.Tensor, side: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    scale = side / max(height, width)
-    if scale >= 1:
+    size_wh = _thumbnail_size(image.shape[-1], image.shape[-2], side)
+    if size_wh is None:
         return image
-    size = (max(STRIDE, round(height * scale)), max(STRIDE, round(width * scale)))
+    size = (size_wh[1], size_wh[0])
     return F.interpolate(image.float(), size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
