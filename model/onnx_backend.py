@@ -52,6 +52,10 @@ class OnnxNetwork:
         options.intra_op_num_threads = threads or torch.get_num_threads() or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # No memory arena: with three graphs and sizes that change (thumbnails, tiles, small images) the
+        # arenas would each keep their largest run's buffers for good (measured: +660 MB after one tiled
+        # 4096 px image); freed buffers go back to the system instead, at no measurable cost in speed.
+        options.enable_cpu_mem_arena = False
         copy = _cpu_fp32_copy(network)
         sessions = []
         for export in (export_onnx, export_stats_onnx, export_with_stats_onnx):
