@@ -21,7 +21,13 @@ def _add_stylize(sub) -> None:
     p.add_argument("--style-image", type=Path, help="an unseen painting: slow Gram optimisation instead of the network")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file (.png, .jpg, .webp)")
     p.add_argument("--checkpoint", type=Path, default=None, help="bank folder (default: the bundled model)")
-    p.add_argument("--max-side", type=int, default=1024)
+    p.add_argument("--max-side", type=int, default=4096, help="downscale to this longer side (large ones go in tiles)")
+    p.add_argument(
+        "--style-scale",
+        type=float,
+        default=1.0,
+        help="stroke size relative to the picture, 0.25-4 (2 = twice as large; fast path only)",
+    )
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--preserve-color", action="store_true")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -201,24 +207,26 @@ def _cmd_styles(args) -> int:
 
 
 def _cmd_stylize(args) -> int:
-    import torch
 
     from model.bank import load_bank
     from model.imageio import decode_image, encode_image, image_to_tensor, normalize_format, tensor_to_image
     from model.style_spec import parse_style_spec
-    from model.stylize import check_strength, mix_with_original, stylize_tensor
+    from model.stylize import check_strength, check_style_scale, mix_with_original, stylize_image
     from training.distributed import resolve_device
 
     if (args.style is None) == (args.style_image is None):
         raise CinstyleError("give exactly one of --style NAME[:W,...] or --style-image PAINTING")
     check_strength(args.strength)
+    check_style_scale(args.style_scale)
     fmt = normalize_format(args.output.suffix.lstrip(".") or "png")
     if not args.input.is_file():
         raise CinstyleError(f"input image {args.input} not found")
     decoded = decode_image(args.input.read_bytes(), max_side=args.max_side)
     device = resolve_device(args.device)
-    content = image_to_tensor(decoded.rgb).to(device)
     if args.style_image is not None:
+        if args.style_scale != 1.0:
+            raise CinstyleError("--style-scale applies to bank styles (--style) only")
+        content = image_to_tensor(decoded.rgb).to(device)
         from model.slow import SlowConfig, slow_stylize
         from model.vgg import load_vgg19
 
@@ -237,16 +245,17 @@ def _cmd_stylize(args) -> int:
             print(f"starting from the nearest blend {nearest.spec(bank.style_names)}", file=sys.stderr)
         with fraction_bar("slow path") as progress:
             result = slow_stylize(content, style, loss_network, SlowConfig(**overrides), init=init, progress=progress)
-        result = mix_with_original(result, content, args.strength, args.preserve_color)
+        image = tensor_to_image(mix_with_original(result, content, args.strength, args.preserve_color).float())
     else:
         bank = load_bank(args.checkpoint, device=device)
         mix = parse_style_spec(args.style, bank.style_names)
-        result = stylize_tensor(
-            bank.network, content, mix.vector(bank.style_names, device), args.strength, args.preserve_color
+        weights = mix.vector(bank.style_names, device)
+        image = stylize_image(
+            bank.network, decoded.rgb, weights, args.strength, args.preserve_color, style_scale=args.style_scale
         )
         print(f"style weights: {mix.header()}", file=sys.stderr)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(encode_image(tensor_to_image(result.to(torch.float32)), fmt, alpha=decoded.alpha))
+    args.output.write_bytes(encode_image(image, fmt, alpha=decoded.alpha))
     print(str(args.output))
     return 0
 

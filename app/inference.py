@@ -28,7 +28,7 @@ from model.imageio import (
 )
 from model.runner import Runner
 from model.style_spec import StyleMix
-from model.stylize import mix_with_original, stylize_tensor
+from model.stylize import mix_with_original, stylize_image
 
 Progress = Callable[[float], None]
 
@@ -52,8 +52,10 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> DecodedImage:
     return decode_image(data, max_pixels=max_pixels, max_side=max_side)
 
 
-def encode_result(result: torch.Tensor, decoded: DecodedImage, fmt: str, inference_ms: float) -> Rendered:
-    image = tensor_to_image(result)
+def encode_result(
+    result: "torch.Tensor | Image.Image", decoded: DecodedImage, fmt: str, inference_ms: float
+) -> Rendered:
+    image = result if isinstance(result, Image.Image) else tensor_to_image(result)
     return Rendered(
         encode_image(image, fmt, alpha=decoded.alpha), media_type(fmt), image.width, image.height, inference_ms
     )
@@ -69,10 +71,13 @@ def stylize_upload(
     fmt: str,
     max_side: int,
     max_pixels: int,
+    style_scale: float = 1.0,
 ) -> Rendered:
-    """The fast path: one forward pass of the CIN network with the mix's weight vector."""
+    """The fast path: the CIN network with the mix's weight vector (in tiles when the image is large)."""
     decoded = decode_upload(data, max_pixels, max_side)
-    return stylize_decoded(view, decoded, mix, strength=strength, preserve_color=preserve_color, fmt=fmt)
+    return stylize_decoded(
+        view, decoded, mix, strength=strength, preserve_color=preserve_color, fmt=fmt, style_scale=style_scale
+    )
 
 
 def stylize_decoded(
@@ -83,10 +88,11 @@ def stylize_decoded(
     strength: float = 1.0,
     preserve_color: bool = False,
     fmt: str = "png",
+    style_scale: float = 1.0,
 ) -> Rendered:
-    content = image_to_tensor(decoded.rgb)
     started = time.perf_counter()
-    result = stylize_tensor(view.runner, content, mix.vector(list(view.names), view.device), strength, preserve_color)
+    weights = mix.vector(list(view.names), view.device)
+    result = stylize_image(view.runner, decoded.rgb, weights, strength, preserve_color, style_scale)
     _synchronize(view.device)
     return encode_result(result, decoded, fmt, (time.perf_counter() - started) * 1000.0)
 

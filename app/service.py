@@ -184,7 +184,13 @@ class Service:
         )
 
     def _make_runner(self, network: TransformerNet) -> Runner:
-        return make_runner(network, self.backend, threads=torch.get_num_threads())
+        return make_runner(
+            network,
+            self.backend,
+            threads=torch.get_num_threads(),
+            tile_side=self.settings.tile_side,
+            stats_side=self.settings.tile_stats_side,
+        )
 
     def _count_styles(self) -> None:
         if self.registry is None:

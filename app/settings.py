@@ -36,7 +36,25 @@ class Settings(BaseSettings):
     # inputs and outputs
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body, all files together")
     max_pixels: int = Field(40_000_000, ge=256, description="refuse images with more pixels, before decoding")
-    max_output_side: int = Field(1024, ge=16, description="results are downscaled to this longer side")
+    max_output_side: int = Field(
+        4096,
+        ge=16,
+        description="results are downscaled to this longer side (the largest max_side); images larger "
+        "than CINSTYLE_TILE_SIDE are stylized in tiles, so 8192 works too (raise CINSTYLE_MAX_PIXELS to take "
+        "8192 x 8192 uploads)",
+    )
+    tile_side: int = Field(
+        1152,
+        ge=256,
+        description="largest tile side of tiled inference: larger images go through in overlapping tiles "
+        "with whole-image normalisation statistics (more = a little faster, more memory per inference)",
+    )
+    tile_stats_side: int = Field(
+        1024,
+        ge=64,
+        description="the longer side of the thumbnail whose statistics every tile is normalised with "
+        "(more = closer to a one-pass result, slower)",
+    )
 
     # the fast path
     concurrency: int | None = Field(None, ge=1, description="parallel inferences (default: 1 on a GPU, else cores/2)")

@@ -25,7 +25,11 @@ class ConditionalInstanceNorm2d(nn.Module):
     def n_styles(self) -> int:
         return self.gamma.shape[0]
 
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, style_weights: torch.Tensor, stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
+    ) -> torch.Tensor:
+        """Normalise ``x`` with its own statistics, or with ``stats`` = (mean, var), each (B, C): the
+        statistics of a larger image that ``x`` is a tile of (tiled inference, `model.tiling`)."""
         if style_weights.shape != (x.shape[0], self.n_styles):
             raise ValueError(
                 f"style_weights must have shape (batch={x.shape[0]}, n_styles={self.n_styles}), "
@@ -34,5 +38,15 @@ class ConditionalInstanceNorm2d(nn.Module):
         weights = style_weights.to(self.gamma.dtype)
         gamma = weights @ self.gamma  # (B, C)
         beta = weights @ self.beta
-        out = nn.functional.instance_norm(x, eps=self.eps)
+        if stats is None:
+            out = nn.functional.instance_norm(x, eps=self.eps)
+        else:
+            mean, var = (s.to(x.dtype)[:, :, None, None] for s in stats)
+            out = (x - mean) * torch.rsqrt(var + self.eps)
         return out * gamma[:, :, None, None].to(x.dtype) + beta[:, :, None, None].to(x.dtype)
+
+
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and (biased) variance of ``x`` (B, C, H, W): what instance norm uses."""
+    var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
+    return mean, var

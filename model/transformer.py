@@ -12,7 +12,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.cin import ConditionalInstanceNorm2d
+from model.cin import ConditionalInstanceNorm2d, moments
+
+Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, var) of one norm layer, each (B, C)
+
+
+class NormPlan:
+    """The statistics every norm layer of one forward pass uses, in execution order.
+
+    Without ``given`` each layer uses its input's own statistics (plain instance norm) and the
+    plan records them; with ``given`` (the statistics of a whole image) each layer uses those
+    instead: a tile then comes out as it would inside the whole-image pass."""
+
+    def __init__(self, given: list[Stats] | None = None) -> None:
+        self._given = iter(given) if given is not None else None
+        self.seen: list[Stats] = []
+
+    def stats_for(self, x: torch.Tensor) -> Stats:
+        stats = next(self._given) if self._given is not None else moments(x)
+        self.seen.append(stats)
+        return stats
 
 
 @dataclass(frozen=True)
@@ -81,10 +100,11 @@ class ConvCIN(nn.Module):
         self.norm = ConditionalInstanceNorm2d(c_out, n_styles)
         self.relu = relu
 
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style_weights: torch.Tensor, plan: NormPlan | None = None) -> torch.Tensor:
         if self.upsample:
             x = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
-        x = self.norm(self.conv(self.pad(x)), style_weights)
+        x = self.conv(self.pad(x))
+        x = self.norm(x, style_weights, plan.stats_for(x) if plan is not None else None)
         return torch.relu(x) if self.relu else x
 
 
@@ -94,8 +114,8 @@ class ResidualBlock(nn.Module):
         self.first = ConvCIN(channels, channels, 3, 1, n_styles)
         self.second = ConvCIN(channels, channels, 3, 1, n_styles, relu=False)
 
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-        return x + self.second(self.first(x, style_weights), style_weights)
+    def forward(self, x: torch.Tensor, style_weights: torch.Tensor, plan: NormPlan | None = None) -> torch.Tensor:
+        return x + self.second(self.first(x, style_weights, plan), style_weights, plan)
 
 
 class TransformerNet(nn.Module):
@@ -127,20 +147,72 @@ class TransformerNet(nn.Module):
         if torch.onnx.is_in_onnx_export():
             return self._body(image, style_weights)  # the ONNX runner pads and crops outside the graph
         height, width = image.shape[-2:]
-        # Pad to a multiple of 4 so the two stride-2 stages and the upsampling
-        # give back exactly the input size; reflection keeps borders clean.
-        pad_h, pad_w = (-height) % 4, (-width) % 4
-        x = nn.functional.pad(image, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else image
-        return self._body(x, style_weights)[..., :height, :width]
+        return self._body(pad_to_stride(image), style_weights)[..., :height, :width]
 
-    def _body(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+    def forward_with_stats(
+        self, image: torch.Tensor, style_weights: torch.Tensor, mean: torch.Tensor, var: torch.Tensor
+    ) -> torch.Tensor:
+        """`forward`, every norm layer using the given statistics (flat, as `norm_stats` returns them)."""
+        plan = NormPlan(self.split_stats(mean, var))
+        if torch.onnx.is_in_onnx_export():
+            return self._body(image, style_weights, plan)
+        height, width = image.shape[-2:]
+        return self._body(pad_to_stride(image), style_weights, plan)[..., :height, :width]
+
+    def norm_stats(self, image: torch.Tensor, style_weights: torch.Tensor) -> Stats:
+        """The statistics every norm layer sees in a plain `forward` of ``image``: (mean, var), each
+        (B, sum of the norm layers' widths), layers in execution order."""
+        plan = NormPlan()
+        x = image if torch.onnx.is_in_onnx_export() else pad_to_stride(image)
+        self._body(x, style_weights, plan, through_norms_only=True)
+        return torch.cat([m for m, _ in plan.seen], dim=1), torch.cat([v for _, v in plan.seen], dim=1)
+
+    def norm_widths(self) -> list[int]:
+        return [layer.num_features for layer in self.norm_layers()]
+
+    def split_stats(self, mean: torch.Tensor, var: torch.Tensor) -> list[Stats]:
+        widths = self.norm_widths()
+        if mean.shape[-1] != sum(widths) or var.shape != mean.shape:
+            raise ValueError(
+                f"norm statistics must be two (B, {sum(widths)}) tensors, got {tuple(mean.shape)}, {tuple(var.shape)}"
+            )
+        return list(zip(mean.split(widths, dim=1), var.split(widths, dim=1), strict=True))
+
+    def _body(
+        self,
+        x: torch.Tensor,
+        style_weights: torch.Tensor,
+        plan: NormPlan | None = None,
+        through_norms_only: bool = False,
+    ) -> torch.Tensor:
         for layer in self.encoder:
-            x = layer(x, style_weights)
+            x = layer(x, style_weights, plan)
         for block in self.residuals:
-            x = block(x, style_weights)
+            x = block(x, style_weights, plan)
         for layer in self.decoder:
-            x = layer(x, style_weights)
+            x = layer(x, style_weights, plan)
+        if through_norms_only:
+            return x  # the last norm layer is done: the output convolution is not needed
         return torch.sigmoid(self.out_conv(self.out_pad(x)))
 
     def norm_layers(self) -> list[ConditionalInstanceNorm2d]:
         return [m for m in self.modules() if isinstance(m, ConditionalInstanceNorm2d)]
+
+
+STRIDE = 4  # two stride-2 stages: a side that is a multiple of this comes back exactly
+
+
+def pad_to_stride(image: torch.Tensor) -> torch.Tensor:
+    """Reflection-pad bottom and right to a multiple of `STRIDE` (crop the output back to the input size)."""
+    height, width = image.shape[-2:]
+    pad_h, pad_w = (-height) % STRIDE, (-width) % STRIDE
+    return nn.functional.pad(image, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else image
+
+
+def receptive_radius(config: TransformerConfig) -> int:
+    """How far (in input pixels) an output pixel sees: a tile's outer this-many pixels differ from the
+    whole-image pass; everything further in is identical when the norm statistics are the whole image's."""
+    outer = config.outer_kernel // 2
+    # first and last convolution, the two 3x3 at 1x (stride-2 conv, last decoder conv), the two at 1/2x,
+    # the residual 3x3s at 1/4x; plus one stride of slack for the sampling grid
+    return 2 * outer + 1 + 1 + 2 * (1 + 1) + 4 * 2 * config.n_residual + STRIDE

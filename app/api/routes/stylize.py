@@ -34,6 +34,7 @@ from app.settings import Settings
 from model.errors import InvalidParameterError, UnsupportedMediaTypeError
 from model.imageio import MIN_SIDE, OUTPUT_FORMATS, normalize_format
 from model.style_spec import parse_style_spec
+from model.stylize import STYLE_SCALE_MAX, STYLE_SCALE_MIN
 
 _MEDIA_TO_FORMAT = {media: key for key, (_, media) in OUTPUT_FORMATS.items()} | {"image/jpg": "jpeg"}
 
@@ -209,6 +210,15 @@ def build_router(settings: Settings) -> APIRouter:
                 f"CINSTYLE_MAX_OUTPUT_SIDE, {max_output_side} here)",
             ),
         ] = None,
+        style_scale: Annotated[
+            float,
+            Query(
+                ge=STYLE_SCALE_MIN,
+                le=STYLE_SCALE_MAX,
+                description="fast path: stroke size relative to the picture (2 = strokes twice as large, bolder; "
+                "0.5 = finer), the same at every output size; the output size does not change",
+            ),
+        ] = 1.0,
         format: Annotated[
             OutputFormat,
             Query(
@@ -242,6 +252,11 @@ def build_router(settings: Settings) -> APIRouter:
         side = max_side if max_side is not None else settings.max_output_side
 
         if style_image is not None:
+            if style_scale != 1.0:
+                raise InvalidParameterError(
+                    f"style_scale={style_scale:g} applies to the fast path (style=NAME) only; leave it out "
+                    "when sending style_image"
+                )
             # The queue slot first: a full queue is a 429 before either image is read or decoded.
             with service.jobs.reserve() as slot:
                 content_data, style_data = await image.read(), await style_image.read()
@@ -272,6 +287,7 @@ def build_router(settings: Settings) -> APIRouter:
             fmt=fmt,
             max_side=side,
             max_pixels=settings.max_pixels,
+            style_scale=style_scale,
         )
         rendered = await service.gate.run(work, gone=request.is_disconnected)
         service.metrics.inference.labels("fast").observe(rendered.inference_ms / 1000.0)

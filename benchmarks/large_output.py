@@ -1,0 +1,209 @@
+"""Large outputs: speed per megapixel, tiled vs one-pass quality, and the service's peak memory.
+
+- ms per megapixel of `model.stylize.stylize_image` (what the service runs: uint8 in, uint8
+  out, tiles above CINSTYLE_TILE_SIDE) at several sizes, per backend, in this process;
+- PSNR of the tiled result (default tile and thumbnail sizes) against one pass over the whole
+  image at 1536 px, where one pass still fits, per backend;
+- peak resident memory (VmHWM) of a real ``cinstyle serve`` (default settings, CPU) stylizing
+  one 4096 px and one 8192 px photo (CINSTYLE_MAX_OUTPUT_SIDE=8192, CINSTYLE_MAX_PIXELS raised).
+
+The photo is a mosaic of scikit-image's public-domain sample photos, resized to each size.
+
+    python -m benchmarks.large_output [--sizes 1024 2048 4096 8192] [--skip-torch-above 4096]
+
+Prints a table and writes benchmarks/results/large_output.json.
+"""
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.memory import Server, git_commit, vm_hwm_mb  # noqa: E402
+from model.bank import DEFAULT_BANK_DIR, load_bank  # noqa: E402
+from model.runner import make_base_runner  # noqa: E402
+from model.stylize import stylize_image  # noqa: E402
+from model.tiling import DEFAULT_STATS_SIDE, DEFAULT_TILE_SIDE, TilingRunner  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "large_output.json"
+STYLE_INDEX = 3
+
+
+def mosaic(side: int) -> Image.Image:
+    """A side x side picture made of four public-domain photos (scikit-image's sample data)."""
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.rocket(), data.chelsea()]
+    half = side // 2
+    canvas = Image.new("RGB", (side, side))
+    for index, pixels in enumerate(photos):
+        photo = Image.fromarray(pixels)
+        scale = max(half / photo.width, half / photo.height)
+        size = (math.ceil(photo.width * scale), math.ceil(photo.height * scale))
+        photo = photo.resize(size, Image.Resampling.LANCZOS).crop((0, 0, half, half))
+        canvas.paste(photo, ((index % 2) * half, (index // 2) * half))
+    return canvas
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def speed(backend: str, sizes: list[int], skip_above: int | None, repeats: int) -> list[dict]:
+    bank = load_bank(DEFAULT_BANK_DIR)
+    runner = TilingRunner(make_base_runner(bank.network, backend, threads=torch.get_num_threads()))
+    weights = torch.zeros(1, runner.n_styles)
+    weights[0, STYLE_INDEX] = 1
+    stylize_image(runner, mosaic(256), weights)  # warm-up
+    rows = []
+    for side in sizes:
+        if skip_above is not None and side > skip_above:
+            continue
+        photo = mosaic(side)
+        times = []
+        for _ in range(repeats if side <= 2048 else 1):
+            started = time.perf_counter()
+            stylize_image(runner, photo, weights)
+            times.append(time.perf_counter() - started)
+        best = min(times)
+        rows.append(
+            {
+                "backend": backend,
+                "side": side,
+                "tiled": side > runner.tile_side,
+                "seconds": round(best, 2),
+                "ms_per_megapixel": round(best * 1000 / (side * side / 1e6), 1),
+            }
+        )
+        print(f"  {backend:5} {side:5} px  {rows[-1]['ms_per_megapixel']:8.0f} ms/MP", flush=True)
+    return rows
+
+
+def quality(backend: str, side: int = 1536) -> dict:
+    bank = load_bank(DEFAULT_BANK_DIR)
+    base = make_base_runner(bank.network, backend, threads=torch.get_num_threads())
+    weights = torch.zeros(1, base.n_styles)
+    weights[0, STYLE_INDEX] = 1
+    photo = mosaic(side)
+    one_pass = TilingRunner(base, tile_side=1 << 16).stylize_array(photo, weights)
+    row = {"backend": backend, "side": side}
+    for stats_side in (512, DEFAULT_STATS_SIDE, side):
+        tiled = TilingRunner(base, stats_side=stats_side).stylize_array(photo, weights)
+        row[f"psnr_db_stats_side_{stats_side}"] = round(psnr(tiled, one_pass), 2)
+    print(f"  {backend:5} {side} px  {row}", flush=True)
+    return row
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def service_memory(sides: list[int]) -> list[dict]:
+    rows = []
+    style = json.loads((DEFAULT_BANK_DIR / "manifest.json").read_text())["styles"][STYLE_INDEX]["name"]
+    for side in sides:
+        payload = jpeg(mosaic(side))
+        env = {
+            "CINSTYLE_MAX_OUTPUT_SIDE": "8192",
+            "CINSTYLE_MAX_PIXELS": str(70_000_000),
+            "CINSTYLE_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
+        }
+        with tempfile.TemporaryDirectory(prefix="cinstyle-large-") as tmp:
+            server = Server(REPO, Path(tmp), env)
+            try:
+                idle = vm_hwm_mb(server.process.pid)
+                started = time.perf_counter()
+                response = httpx.post(
+                    f"{server.url}/v1/stylize",
+                    params={"style": style},
+                    files={"image": ("photo.jpg", payload)},
+                    timeout=1800,
+                )
+                seconds = time.perf_counter() - started
+                peak = vm_hwm_mb(server.process.pid)
+                size = Image.open(io.BytesIO(response.content)).size if response.status_code == 200 else None
+            finally:
+                server.stop()
+        rows.append(
+            {
+                "side": side,
+                "status": response.status_code,
+                "result_size": size,
+                "upload_bytes": len(payload),
+                "result_bytes": len(response.content),
+                "idle_rss_mb": round(idle, 1),
+                "peak_rss_mb": round(peak, 1),
+                "seconds": round(seconds, 1),
+            }
+        )
+        print(f"  service {side} px: peak {peak:.0f} MB (idle {idle:.0f} MB), {seconds:.0f} s", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnx"])
+    parser.add_argument("--skip-torch-above", type=int, default=4096, help="eager torch is slow on 2 cores")
+    parser.add_argument("--repeats", type=int, default=3, help="runs at 2048 px and below (1 above)")
+    parser.add_argument("--memory-sides", type=int, nargs="*", default=[4096, 8192])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    print("speed (ms per megapixel, stylize_image: uint8 in and out)", flush=True)
+    speed_rows = []
+    for backend in args.backends:
+        speed_rows += speed(backend, args.sizes, args.skip_torch_above if backend == "torch" else None, args.repeats)
+    print("tiled vs one pass at 1536 px", flush=True)
+    quality_rows = [quality(backend) for backend in args.backends]
+    print("service peak memory", flush=True)
+    memory_rows = service_memory(args.memory_sides)
+
+    report = {
+        "benchmark": "large_output",
+        "command": " ".join(["python -m benchmarks.large_output", *(argv if argv is not None else sys.argv[1:])]),
+        "commit": git_commit(REPO),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "note": "CPU shared with other engineers' test runs while measuring (not idle)",
+        },
+        "settings": {"tile_side": DEFAULT_TILE_SIDE, "tile_stats_side": DEFAULT_STATS_SIDE, "style_index": STYLE_INDEX},
+        "speed": speed_rows,
+        "quality_1536": quality_rows,
+        "service_memory": memory_rows,
+    }
+    for backend in args.backends:
+        per_mp = {row["side"]: row["ms_per_megapixel"] for row in speed_rows if row["backend"] == backend}
+        if 1024 in per_mp and 4096 in per_mp:
+            report.setdefault("ratio_4096_to_1024", {})[backend] = round(per_mp[4096] / per_mp[1024], 2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: report[k] for k in ("ratio_4096_to_1024",) if k in report}))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

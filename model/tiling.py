@@ -1,0 +1,220 @@
+"""Tiled inference with whole-image normalisation statistics: large images in bounded memory, without seams.
+
+A `TilingRunner` wraps a `StatsRunner` (torch or onnx, CPU or CUDA). An image that fits in
+one tile goes through the wrapped runner as it is. A larger one goes in two steps:
+
+1. **Statistics** from a thumbnail (Thumbnail Instance Normalization, Chen et al., "Towards
+   Ultra-Resolution Neural Style Transfer via Thumbnail Instance Normalization", AAAI 2022):
+   one plain pass over the image shrunk to ``stats_side`` records the mean and variance every
+   norm layer sees. A tile normalised with its own statistics would get its own contrast and
+   colour cast (visible as blocks); with the thumbnail's, every tile is normalised alike.
+2. **Tiles** of about ``tile_side`` px, each run with those statistics. Tiles start on the
+   network's stride grid and overlap by twice the network's receptive radius plus a ramp:
+   a tile's outer ``margin`` px (which see the tile's padding instead of the neighbouring
+   pixels) are dropped, and across the ramp the next tile is blended in linearly, so
+   everything that is kept is what a one-pass run with the same statistics would give.
+
+Memory: the float work is one tile at a time; the result is composited into a uint8
+canvas (`stylize_image`, for PIL images) or into the float output (`__call__`).
+"""
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from model.runner import Runner, StatsRunner
+from model.transformer import STRIDE
+
+DEFAULT_TILE_SIDE = 1152  # largest tile side (px): an image up to this size is one plain pass
+DEFAULT_STATS_SIDE = 1024  # the thumbnail's longer side for the statistics pass
+THUMBNAIL_MIN_SIDE = 16  # as model.imageio.MIN_SIDE: enough for the network's reflection padding
+RAMP = 16  # px over which neighbouring tiles are cross-faded, beyond the dropped margins
+
+Box = tuple[int, int, int, int]  # top, bottom, left, right
+ReadTile = Callable[[Box], torch.Tensor]  # box -> (1, 3, h, w) float in [0, 1]
+WriteTile = Callable[[Box, torch.Tensor, torch.Tensor | None], None]  # box, (1, 3, h, w), alpha (h, w) or None
+
+
+def _ceil_to(value: float, multiple: int) -> int:
+    return int(math.ceil(value / multiple)) * multiple
+
+
+def tile_spans(length: int, tile: int, margin: int, ramp: int = RAMP) -> list[tuple[int, int]]:
+    """(start, end) of the tiles along one axis: starts on the stride grid, neighbours overlapping by
+    at least ``2 * margin + ramp``, all about the same length (the last one ends at the image's end)."""
+    if length <= tile:
+        return [(0, length)]
+    overlap = 2 * margin + ramp
+    if tile <= overlap + STRIDE:
+        raise ValueError(f"tile side {tile} must exceed the overlap {overlap} + {STRIDE}")
+    count = math.ceil((length - overlap) / (tile - overlap))
+    side = min(length, _ceil_to((length + (count - 1) * overlap) / count, STRIDE) + STRIDE)
+    spans = []
+    for index in range(count):
+        start = (index * (length - side) // (count - 1)) // STRIDE * STRIDE if count > 1 else 0
+        spans.append((start, length if index == count - 1 else min(length, start + side)))
+    return spans
+
+
+def _kept(spans: list[tuple[int, int]], index: int, margin: int) -> tuple[int, int, torch.Tensor | None]:
+    """The part of tile ``index`` that is written (without its margins, except at the image's edges)
+    and its blend weight along the axis: a ramp up across the previous tile's kept part, then 1."""
+    start, end = spans[index]
+    low = start + margin if index > 0 else start
+    high = end - margin if index < len(spans) - 1 else end
+    previous_high = spans[index - 1][1] - margin if index > 0 else low
+    if previous_high <= low:  # the first tile, or no ramp: a hard cut
+        return low, high, None
+    positions = torch.arange(low, high, dtype=torch.float32) + 0.5
+    return low, high, ((positions - low) / (previous_high - low)).clamp(0, 1)
+
+
+class TilingRunner:
+    """A `model.runner.Runner` that runs images larger than ``tile_side`` in tiles with whole-image
+    normalisation statistics (see the module docstring); smaller ones go through ``inner`` as they are."""
+
+    def __init__(
+        self,
+        inner: StatsRunner,
+        tile_side: int = DEFAULT_TILE_SIDE,
+        stats_side: int = DEFAULT_STATS_SIDE,
+        ramp: int = RAMP,
+        margin: int | None = None,
+    ) -> None:
+        """``margin``: tile pixels dropped at inner tile borders (default: the network's receptive radius,
+        which makes the kept pixels exact; smaller values are only for showing what goes wrong)."""
+        if not isinstance(inner, StatsRunner):
+            raise TypeError(f"tiling needs a runner that takes norm statistics, got {type(inner).__name__}")
+        self.inner = inner
+        self.device, self.dtype, self.n_styles = inner.device, inner.dtype, inner.n_styles
+        self.margin = _ceil_to(inner.receptive_radius, STRIDE) if margin is None else margin
+        self.ramp = ramp
+        smallest = 2 * (2 * self.margin + ramp)
+        if tile_side < smallest:
+            raise ValueError(f"tile_side must be at least {smallest} for this network, got {tile_side}")
+        self.tile_side = tile_side
+        self.stats_side = stats_side
+
+    # -- the Runner protocol: float tensors in and out ----------------------------------------------------------------
+
+    def __call__(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        if max(height, width) <= self.tile_side:
+            return self.inner(image, style_weights)
+        output = torch.empty(image.shape, dtype=torch.float32, device=self.device)
+        for b in range(image.shape[0]):
+            single = image[b : b + 1]
+
+            def read(box: Box, single: torch.Tensor = single) -> torch.Tensor:
+                return single[..., box[0] : box[1], box[2] : box[3]]
+
+            def write(box: Box, tile: torch.Tensor, alpha: torch.Tensor | None, b: int = b) -> None:
+                region = output[b : b + 1, :, box[0] : box[1], box[2] : box[3]]
+                if alpha is None:
+                    region.copy_(tile)
+                else:
+                    region.lerp_(tile.float(), alpha.to(region.device))
+
+            thumbnail = _shrink_tensor(single, self.stats_side)
+            self._tiles((height, width), thumbnail, style_weights[b : b + 1], read, write)
+        return output.to(image.dtype)
+
+    # -- uint8 images in and out: what the service and the CLI use -----------------------------------------------------
+
+    def stylize_array(self, image: Image.Image, style_weights: torch.Tensor) -> np.ndarray:
+        """An RGB image -> its stylized pixels, (H, W, 3) uint8 (writable), holding no full-size float copy."""
+        width, height = image.size
+        if max(width, height) <= self.tile_side:
+            return _to_array(self.inner(_to_tensor(np.asarray(image), self.device, self.dtype), style_weights))
+        canvas = np.empty((height, width, 3), dtype=np.uint8)
+
+        def read(box: Box) -> torch.Tensor:
+            top, bottom, left, right = box
+            return _to_tensor(np.asarray(image.crop((left, top, right, bottom))), self.device, self.dtype)
+
+        def write(box: Box, tile: torch.Tensor, alpha: torch.Tensor | None) -> None:
+            top, bottom, left, right = box
+            pixels = tile[0].float().clamp(0, 1).mul(255)
+            if alpha is not None:
+                before = torch.from_numpy(canvas[top:bottom, left:right]).permute(2, 0, 1).to(pixels)
+                pixels = before.lerp_(pixels, alpha.to(pixels.device))
+            canvas[top:bottom, left:right] = pixels.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+        thumbnail = _to_tensor(np.asarray(_shrink_image(image, self.stats_side)), self.device, self.dtype)
+        self._tiles((height, width), thumbnail, style_weights, read, write)
+        return canvas
+
+    def _tiles(
+        self,
+        size: tuple[int, int],
+        thumbnail: torch.Tensor,
+        style_weights: torch.Tensor,
+        read: ReadTile,
+        write: WriteTile,
+    ) -> None:
+        mean, var = self.inner.norm_stats(thumbnail, style_weights)
+        del thumbnail
+        rows = tile_spans(size[0], self.tile_side, self.margin, self.ramp)
+        columns = tile_spans(size[1], self.tile_side, self.margin, self.ramp)
+        for row in range(len(rows)):
+            top, bottom, alpha_y = _kept(rows, row, self.margin)
+            for column in range(len(columns)):
+                left, right, alpha_x = _kept(columns, column, self.margin)
+                box = (*rows[row], *columns[column])
+                tile = self.inner.run_with_stats(read(box), style_weights, mean, var)
+                kept = tile[..., top - box[0] : bottom - box[0], left - box[2] : right - box[2]]
+                write((top, bottom, left, right), kept, _outer(alpha_y, alpha_x, bottom - top, right - left))
+
+
+def _outer(alpha_y: torch.Tensor | None, alpha_x: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
+    """The 2-D blend weight of a tile (None: it covers what it writes)."""
+    if alpha_y is None and alpha_x is None:
+        return None
+    y = alpha_y if alpha_y is not None else torch.ones(height)
+    x = alpha_x if alpha_x is not None else torch.ones(width)
+    return y[:, None] * x[None, :]
+
+
+def _to_tensor(pixels: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(h, w, 3) uint8 -> (1, 3, h, w) in [0, 1] on ``device``."""
+    tensor = torch.from_numpy(np.array(pixels, copy=True)).to(device).permute(2, 0, 1).unsqueeze(0)
+    return tensor.to(dtype).div_(255.0)
+
+
+def _to_array(tensor: torch.Tensor) -> np.ndarray:
+    pixels = tensor[0].float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(pixels)
+
+
+def as_tiling_runner(runner: Runner) -> "TilingRunner":
+    """``runner`` if it tiles already, else a `TilingRunner` around it (it must take norm statistics)."""
+    return runner if isinstance(runner, TilingRunner) else TilingRunner(runner)  # type: ignore[arg-type]
+
+
+def _thumbnail_size(width: int, height: int, side: int) -> tuple[int, int] | None:
+    """The thumbnail's size: longer side ``side``; a thin image's short side is kept at up to
+    `THUMBNAIL_MIN_SIDE` px (the network's padding needs a few pixels). None: no need to shrink."""
+    scale = side / max(width, height)
+    if scale >= 1:
+        return None
+    return (
+        max(min(width, THUMBNAIL_MIN_SIDE), round(width * scale)),
+        max(min(height, THUMBNAIL_MIN_SIDE), round(height * scale)),
+    )
+
+
+def _shrink_image(image: Image.Image, side: int) -> Image.Image:
+    size = _thumbnail_size(*image.size, side)
+    return image if size is None else image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _shrink_tensor(image: torch.Tensor, side: int) -> torch.Tensor:
+    size_wh = _thumbnail_size(image.shape[-1], image.shape[-2], side)
+    if size_wh is None:
+        return image
+    size = (size_wh[1], size_wh[0])
+    return F.interpolate(image.float(), size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)

@@ -1,0 +1,206 @@
+"""Tiled inference: tiles normalised with whole-image statistics match one pass, no seams, any tile size."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.bank import DEFAULT_BANK_DIR, load_bank
+from model.onnx_backend import OnnxNetwork, onnx_backend_available
+from model.runner import TorchRunner, make_runner
+from model.tiling import RAMP, TilingRunner, tile_spans
+from model.transformer import STRIDE, TransformerConfig, TransformerNet, receptive_radius
+
+needs_onnx = pytest.mark.skipif(not onnx_backend_available(), reason="onnx/onnxruntime not installed")
+
+
+def tiny_network(seed: int = 0, n_styles: int = 2) -> TransformerNet:
+    torch.manual_seed(seed)
+    network = TransformerNet(TransformerConfig(n_styles=n_styles, channels=(4, 8, 8), n_residual=1, outer_kernel=3))
+    with torch.no_grad():  # styles that really differ, so the statistics matter
+        for layer in network.norm_layers():
+            layer.gamma.copy_(1 + 0.5 * torch.randn(layer.gamma.shape))
+            layer.beta.copy_(0.5 * torch.randn(layer.beta.shape))
+    return network.eval()
+
+
+def textured(width: int, height: int, seed: int = 0, contrast_step: bool = True, noise: float = 0.06) -> Image.Image:
+    """Gradients and noise; with ``contrast_step`` the left half has more contrast (statistics that vary)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    base = np.stack([np.sin(9 * x + 3 * y), np.cos(7 * y - 4 * x), np.sin(13 * x * y)], axis=-1) * 0.3 + 0.5
+    if contrast_step:
+        base = base * (0.4 + 0.6 * (x < 0.5)[..., None])
+    grain = rng.normal(0, noise, base.shape)
+    return Image.fromarray((np.clip(base + grain, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+@pytest.mark.parametrize("length", [200, 300, 1001, 4096, 8192])
+@pytest.mark.parametrize("tile", [144, 512, 1152])
+def test_tile_spans_cover_on_the_stride_grid_with_enough_overlap(length, tile):
+    margin = 28
+    spans = tile_spans(length, tile, margin)
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    for start, end in spans:
+        assert start % STRIDE == 0 and end - start <= tile + 2 * STRIDE
+    for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
+        assert end - next_start >= 2 * margin + RAMP  # the kept parts overlap by at least the ramp
+
+
+def test_receptive_radius_bounds_what_a_pixel_sees():
+    """A change beyond the radius leaves a pixel as it was (with fixed statistics)."""
+    network = tiny_network()
+    radius = receptive_radius(network.config)
+    image = torch.rand(1, 3, 160, 160)
+    weights = torch.tensor([[1.0, 0.0]])
+    with torch.no_grad():
+        mean, var = network.norm_stats(image, weights)
+        changed = image.clone()
+        changed[..., :, 80 + radius :] = torch.rand(3, 160, 160 - 80 - radius)
+        a = network.forward_with_stats(image, weights, mean, var)[..., 80]
+        b = network.forward_with_stats(changed, weights, mean, var)[..., 80]
+    assert torch.equal(a, b)
+
+
+def _runners(network: TransformerNet, backend: str):
+    return TorchRunner(network) if backend == "torch" else OnnxNetwork(network, threads=1)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("onnx", marks=needs_onnx)])
+def test_tiles_with_the_whole_image_statistics_equal_one_pass(backend):
+    """Statistics of the image itself (thumbnail = the image): the tiling alone adds nothing."""
+    network = tiny_network()
+    base = _runners(network, backend)
+    image = textured(301, 222)  # odd sizes: tiles of odd lengths at the right and bottom
+    weights = torch.tensor([[0.3, 0.7]])
+    one_pass = TilingRunner(base, tile_side=4096).stylize_array(image, weights)
+    tiled_runner = TilingRunner(base, tile_side=144, stats_side=4096)
+    tiled = tiled_runner.stylize_array(image, weights)
+    assert len(tile_spans(301, 144, tiled_runner.margin)) >= 3
+    assert psnr(tiled, one_pass) > 55
+    # the float Runner protocol tiles the same way
+    tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0).float() / 255
+    assert (tiled_runner(tensor, weights) - base(tensor, weights)).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("onnx", marks=needs_onnx)])
+def test_thumbnail_statistics_stay_close_to_one_pass_with_the_bundled_bank(backend):
+    """The shipped network, statistics from a thumbnail at 2/3 of the size (as 1024 for a 1536 px image)."""
+    bank = load_bank(DEFAULT_BANK_DIR)
+    base = _runners(bank.network, backend)
+    skimage_data = pytest.importorskip("skimage.data")
+    image = Image.fromarray(skimage_data.astronaut()).resize((384, 384), Image.Resampling.LANCZOS)
+    weights = torch.zeros(1, base.n_styles)
+    weights[0, 0] = 1
+    one_pass = TilingRunner(base, tile_side=4096).stylize_array(image, weights)
+    thumbnail = TilingRunner(base, tile_side=256, stats_side=256).stylize_array(image, weights)
+    own_stats = TilingRunner(_OwnStats(base), tile_side=256).stylize_array(image, weights)
+    assert psnr(thumbnail, one_pass) > 25  # 35 dB on photos at 1536 px (docs/large-output.md)
+    assert psnr(thumbnail, one_pass) > psnr(own_stats, one_pass) + 3  # the statistics are what matters
+
+
+@needs_onnx
+@pytest.mark.parametrize("size", [(37, 53), (101, 67), (16, 203), (64, 64)])
+def test_onnx_graphs_take_any_tile_size(size):
+    network = tiny_network()
+    torch_runner, onnx_runner = TorchRunner(network), OnnxNetwork(network, threads=1)
+    image = torch.rand(2, 3, *size)
+    weights = torch.tensor([[0.2, 0.8], [1.0, 0.0]])
+    mean, var = torch_runner.norm_stats(image, weights)
+    onnx_mean, onnx_var = onnx_runner.norm_stats(image, weights)
+    assert (mean - onnx_mean).abs().max() < 1e-4 and (var - onnx_var).abs().max() < 1e-4
+    # statistics of another image, so "given" really differs from "own"
+    other_mean, other_var = torch_runner.norm_stats(torch.rand(2, 3, 40, 40), weights)
+    expected = torch_runner.run_with_stats(image, weights, other_mean, other_var)
+    got = onnx_runner.run_with_stats(image, weights, other_mean, other_var)
+    assert got.shape == (2, 3, *size)
+    assert (got - expected).abs().max() < 1e-4
+    assert (got - torch_runner(image, weights)).abs().max() > 1e-3
+
+
+class _OwnStats:
+    """A runner that ignores the statistics it is given: every tile normalised with its own (a seam maker)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.device, self.dtype, self.n_styles = inner.device, inner.dtype, inner.n_styles
+        self.receptive_radius = inner.receptive_radius
+
+    def __call__(self, image, weights):
+        return self.inner(image, weights)
+
+    def norm_stats(self, image, weights):
+        return self.inner.norm_stats(image, weights)
+
+    def run_with_stats(self, image, weights, mean, var):
+        return self.inner(image, weights)
+
+
+def seam_ratio(pixels: np.ndarray, borders: list[int], axis: int, window: int = 64) -> float:
+    """The worst mean |difference| between the neighbouring columns (axis=1) or rows (axis=0) at
+    ``borders``, over the median of that difference in the ``window`` columns (rows) around the border."""
+    gray = pixels.astype(np.float32).mean(axis=2)
+    steps = np.abs(np.diff(gray, axis=axis)).mean(axis=1 - axis)  # steps[i]: between i and i + 1
+    worst = 0.0
+    for border in borders:
+        around = np.concatenate([steps[border - window : border - 2], steps[border + 2 : border + window]])
+        worst = max(worst, float(steps[border - 1 : border + 1].mean()) / float(np.median(around)))
+    return worst
+
+
+def tile_borders(runner: TilingRunner, length: int) -> list[int]:
+    """Where a tile's written part starts or the previous one's ends (the ramp's two ends)."""
+    spans = tile_spans(length, runner.tile_side, runner.margin, runner.ramp)
+    borders = []
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        borders += [start + runner.margin, end - runner.margin]
+    return borders
+
+
+def test_no_seam_at_4096_px():
+    network = tiny_network(seed=3)
+    image = textured(4096, 4096, seed=2, noise=0.01)  # smooth, like sky in a photo: where seams show
+    weights = torch.tensor([[0.0, 1.0]])
+    base = TorchRunner(network)
+    runner = TilingRunner(base)  # the service's default tile and thumbnail sizes
+    pixels = runner.stylize_array(image, weights)
+    assert pixels.shape == (4096, 4096, 3)
+    borders = tile_borders(runner, 4096)
+    assert len(borders) >= 4
+    assert seam_ratio(pixels, borders, axis=1) < 1.5
+    assert seam_ratio(pixels, borders, axis=0) < 1.5
+    # At every border the pixels are what one pass over a band around it gives with the same
+    # (thumbnail) statistics: the tiling itself leaves no trace.
+    thumbnail = torch.from_numpy(np.asarray(image.resize((1024, 1024), Image.Resampling.LANCZOS)).copy())
+    mean, var = base.norm_stats(thumbnail.permute(2, 0, 1).unsqueeze(0).float() / 255, weights)
+    half = 2 * runner.margin
+    for border in borders:
+        band = np.asarray(image.crop((border - half, 0, border + half, 4096))).copy()
+        band_tensor = torch.from_numpy(band).permute(2, 0, 1).unsqueeze(0).float() / 255
+        expected = base.run_with_stats(band_tensor, weights, mean, var)[0, :, :, half - 1 : half + 1]
+        got = torch.from_numpy(pixels[:, border - 1 : border + 1]).permute(2, 0, 1).float() / 255
+        assert (got - expected).abs().max() <= 1.5 / 255
+
+
+def test_make_runner_tiles_and_keeps_small_images_one_pass():
+    network = tiny_network()
+    runner = make_runner(network, "torch", tile_side=256)
+    assert isinstance(runner, TilingRunner)
+    image = torch.rand(1, 3, 100, 120)
+    weights = torch.tensor([[1.0, 0.0]])
+    assert torch.equal(runner(image, weights), TorchRunner(network)(image, weights))
+
+
+@pytest.mark.parametrize("size", [(16, 4000), (4000, 20), (17, 1500)])
+def test_thin_images_go_through_in_tiles(size):
+    network = tiny_network()
+    runner = TilingRunner(TorchRunner(network), tile_side=256, stats_side=256)
+    pixels = runner.stylize_array(textured(*size, contrast_step=False), torch.tensor([[1.0, 0.0]]))
+    assert pixels.shape == (size[1], size[0], 3)
