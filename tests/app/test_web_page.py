@@ -427,3 +427,21 @@ def test_a_full_queue_is_explained_the_page_stays_usable_and_a_job_can_be_cancel
         watch.check_clean(expected_statuses=(429,))
     finally:
         watch.close()
+
+
+def test_stroke_size_control_sends_style_scale_and_changes_the_result(watch, files):
+    page = watch.open().page
+    page.wait_for_selector("#style-scale-field:not([hidden])")  # the server's schema has style_scale
+    page.set_input_files("#photo-input", str(files["astronaut"]))
+    choose_styles(page, "van_gogh_starry_night")
+    page.select_option("#max-side", "512")
+    fine_src = wait_for_full_result(page)
+    fine = as_array(image_bytes_of(page, "#result-image"))
+    page.fill("#style-scale", "1")  # log2 scale: 2x larger strokes
+    assert page.text_content("#style-scale-value") == "2.00×"
+    wait_for_full_result(page, fine_src)
+    bold = as_array(image_bytes_of(page, "#result-image"))
+    assert parse_qs(urlsplit(watch.stylize_urls()[-1]).query)["style_scale"] == ["2"]
+    assert bold.shape == fine.shape  # same output size, other strokes
+    assert np.abs(bold - fine).mean() > 5
+    watch.check_clean()
