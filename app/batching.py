@@ -132,3 +132,21 @@ class Batcher:
                 self._observe(len(batch))
             for request in batch:
                 request.done.set()
+
+
+class BatchedRunner:
+    """A runner whose single-image calls go through a `Batcher`; everything else (batches, the norm
+    statistics tiled inference asks for) goes to ``inner`` as it is."""
+
+    def __init__(self, inner: Runner, batcher: Batcher) -> None:
+        self.inner = inner
+        self.batcher = batcher
+        self.device, self.dtype, self.n_styles = inner.device, inner.dtype, inner.n_styles
+
+    def __call__(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        if image.shape[0] != 1:
+            return self.inner(image, style_weights)
+        return self.batcher(self.inner, image, style_weights)
+
+    def __getattr__(self, name: str):  # norm_stats, run_with_stats, receptive_radius, ...
+        return getattr(self.inner, name)

@@ -16,14 +16,25 @@ from app.errors import ClientGoneError, OverloadedError
 from app.metrics import Metrics
 
 T = TypeVar("T")
+D = TypeVar("D")
+R = TypeVar("R")
 
 
 class InferenceGate:
-    def __init__(self, limit: int, max_waiting: int, metrics: Metrics) -> None:
+    """``limit`` network slots, and a line of at most ``max_waiting`` requests in front of them.
+
+    `run_stages` runs a request as decode -> network -> encode: the codecs in their own bounded pool
+    (``codec_limiter``), so one request's decoding and encoding overlap another's network time. At most
+    ``limit + codec_slots`` requests are past the line at once, so decoded pixels in memory stay bounded
+    however many clients wait (the waiting ones hold only their upload's bytes).
+    """
+
+    def __init__(self, limit: int, max_waiting: int, metrics: Metrics, codec_slots: int = 0) -> None:
         self.limit = limit
         self.max_waiting = max_waiting
         self.metrics = metrics
-        self._limiter = anyio.CapacityLimiter(limit)
+        self._slots = anyio.CapacityLimiter(limit)
+        self._admitted = anyio.CapacityLimiter(limit + codec_slots)
         self.waiting = 0
         self.in_flight = 0
         self.peak = 0
@@ -32,9 +43,9 @@ class InferenceGate:
     def retry_after_s(self) -> int:
         return max(1, round((self.waiting + self.in_flight) / self.limit))
 
-    async def run(self, work: Callable[[], T], gone: Callable[[], Awaitable[bool]] | None = None) -> T:
-        """Run ``work()`` in a thread once a slot is free; ``gone()`` says whether the client left."""
-        if self.waiting >= self.max_waiting and self._limiter.available_tokens < 1:
+    async def _enter(self, gone: Callable[[], Awaitable[bool]] | None) -> None:
+        """Take a place past the line (503 if the line is full); the caller releases ``_admitted``."""
+        if self.waiting >= self.max_waiting and self._admitted.available_tokens < 1:
             self.metrics.rejected.inc()
             raise OverloadedError(
                 f"the server is busy: {self.in_flight} inferences running and {self.waiting} waiting "
@@ -44,13 +55,19 @@ class InferenceGate:
         self.waiting += 1
         self.metrics.waiting.set(self.waiting)
         try:
-            await self._limiter.acquire()
+            await self._admitted.acquire()
         finally:
             self.waiting -= 1
             self.metrics.waiting.set(self.waiting)
         try:
             if gone is not None and await gone():
                 raise ClientGoneError("the client disconnected while its request waited; not run")
+        except BaseException:
+            self._admitted.release()
+            raise
+
+    async def _on_network(self, work: Callable[[], T]) -> T:
+        async with self._slots:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             self.metrics.in_flight.set(self.in_flight)
@@ -60,5 +77,28 @@ class InferenceGate:
             finally:
                 self.in_flight -= 1
                 self.metrics.in_flight.set(self.in_flight)
+
+    async def run(self, work: Callable[[], T], gone: Callable[[], Awaitable[bool]] | None = None) -> T:
+        """Run ``work()`` in a thread once a slot is free; ``gone()`` says whether the client left."""
+        await self._enter(gone)
+        try:
+            return await self._on_network(work)
         finally:
-            self._limiter.release()
+            self._admitted.release()
+
+    async def run_stages(
+        self,
+        decode: Callable[[], D],
+        infer: Callable[[D], R],
+        encode: Callable[[D, R], T],
+        codec_limiter: anyio.CapacityLimiter,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> T:
+        """decode() in the codec pool, infer(decoded) on a network slot, encode(decoded, result) in the codec pool."""
+        await self._enter(gone)
+        try:
+            decoded = await anyio.to_thread.run_sync(decode, limiter=codec_limiter)
+            result = await self._on_network(lambda: infer(decoded))
+            return await anyio.to_thread.run_sync(lambda: encode(decoded, result), limiter=codec_limiter)
+        finally:
+            self._admitted.release()

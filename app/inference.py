@@ -19,6 +19,7 @@ from model.bank import StyleBank
 from model.errors import CinstyleError
 from model.imageio import (
     DecodedImage,
+    EncodeOptions,
     decode_image,
     downscale,
     encode_image,
@@ -53,12 +54,15 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> DecodedImage:
 
 
 def encode_result(
-    result: "torch.Tensor | Image.Image", decoded: DecodedImage, fmt: str, inference_ms: float
+    result: "torch.Tensor | Image.Image",
+    decoded: DecodedImage,
+    fmt: str,
+    inference_ms: float,
+    options: EncodeOptions | None = None,
 ) -> Rendered:
     image = result if isinstance(result, Image.Image) else tensor_to_image(result)
-    return Rendered(
-        encode_image(image, fmt, alpha=decoded.alpha), media_type(fmt), image.width, image.height, inference_ms
-    )
+    data = encode_image(image, fmt, alpha=decoded.alpha, options=options)
+    return Rendered(data, media_type(fmt), image.width, image.height, inference_ms)
 
 
 def stylize_upload(
@@ -90,11 +94,27 @@ def stylize_decoded(
     fmt: str = "png",
     style_scale: float = 1.0,
 ) -> Rendered:
+    result, inference_ms = stylize_pixels(
+        view, decoded, mix, strength=strength, preserve_color=preserve_color, style_scale=style_scale
+    )
+    return encode_result(result, decoded, fmt, inference_ms)
+
+
+def stylize_pixels(
+    view: BankSnapshot,
+    decoded: DecodedImage,
+    mix: StyleMix,
+    *,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+    style_scale: float = 1.0,
+) -> tuple[Image.Image, float]:
+    """The network stage of the fast path alone: decoded pixels -> stylized pixels, and the ms it took."""
     started = time.perf_counter()
     weights = mix.vector(list(view.names), view.device)
     result = stylize_image(view.runner, decoded.rgb, weights, strength, preserve_color, style_scale)
     _synchronize(view.device)
-    return encode_result(result, decoded, fmt, (time.perf_counter() - started) * 1000.0)
+    return result, (time.perf_counter() - started) * 1000.0
 
 
 def slow_stylize_decoded(

@@ -30,6 +30,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.batch_size = Histogram(
+            "cinstyle_inference_batch_size",
+            "images per network call of the fast path (above 1 when same-size requests were batched)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.in_flight = Gauge("cinstyle_inference_in_flight", "inferences running now", registry=r)
         self.in_flight_peak = Gauge(
             "cinstyle_inference_in_flight_peak",

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -22,10 +23,11 @@ import torch
 from PIL import Image
 
 from app import inference
+from app.batching import BatchedRunner, Batcher
 from app.concurrency import InferenceGate
 from app.errors import NotReadyError
 from app.jobs import Job, JobManager, JobOutcome, JobQueue, Reservation
-from app.live_bank import LiveBank
+from app.live_bank import BankSnapshot, LiveBank
 from app.metrics import Metrics
 from app.previews import PreviewCache
 from app.settings import Settings
@@ -43,7 +45,9 @@ from app.tasks import (
 from model.bank import StyleBank, load_bank
 from model.errors import BankFormatError
 from model.imageio import DecodedImage
-from model.runner import Runner, make_runner
+from model.runner import Runner, make_base_runner
+from model.style_spec import StyleMix
+from model.tiling import TilingRunner
 from model.transformer import TransformerNet
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,14 @@ class Service:
         self.device = settings.resolved_device()
         self.backend = settings.resolved_backend(self.device)
         self.concurrency = settings.resolved_concurrency(self.device)
-        self.gate = InferenceGate(self.concurrency, settings.max_waiting, metrics)
+        self.codec_workers = settings.resolved_codec_workers()
+        self.gate = InferenceGate(self.concurrency, settings.max_waiting, metrics, codec_slots=self.codec_workers)
+        self.encode_options = settings.encode_options()
+        self.batcher = Batcher(
+            settings.resolved_batch_max(self.device),
+            settings.batch_wait_ms,
+            observe=metrics.batch_size.observe,
+        )
         self.store: StyleStore
         self.jobs: JobQueue
         self.watcher: Any = None
@@ -75,7 +86,7 @@ class Service:
                 execute=partial(run_job, self),
             )
         # Uploads for jobs are decoded here, a few at a time, so a burst cannot decode them all at once.
-        self.codec_limiter = anyio.CapacityLimiter(settings.resolved_codec_workers())
+        self.codec_limiter = anyio.CapacityLimiter(self.codec_workers)
         self.previews = PreviewCache()
         self.registry: LiveBank | None = None
         self.load_error: str | None = None
@@ -134,6 +145,7 @@ class Service:
         if self.watcher is not None:
             await anyio.to_thread.run_sync(self.watcher.stop)
         await anyio.to_thread.run_sync(self.jobs.stop)
+        await anyio.to_thread.run_sync(self.batcher.close)
 
     def _load(self) -> None:
         """Load the checkpoint and build the first snapshot (a thread of its own: the loop stays free)."""
@@ -184,13 +196,10 @@ class Service:
         )
 
     def _make_runner(self, network: TransformerNet) -> Runner:
-        return make_runner(
-            network,
-            self.backend,
-            threads=torch.get_num_threads(),
-            tile_side=self.settings.tile_side,
-            stats_side=self.settings.tile_stats_side,
-        )
+        base = make_base_runner(network, self.backend, threads=torch.get_num_threads())
+        if self.batcher.max_batch > 1:  # same-size requests share network calls (a GPU by default)
+            base = BatchedRunner(base, self.batcher)
+        return TilingRunner(base, tile_side=self.settings.tile_side, stats_side=self.settings.tile_stats_side)
 
     def _count_styles(self) -> None:
         if self.registry is None:
@@ -220,6 +229,40 @@ class Service:
             )
             raise NotReadyError(f"not ready: {reason}; GET /readyz tells when it is")
         return self.registry
+
+    async def stylize(
+        self,
+        view: BankSnapshot,
+        data: bytes,
+        mix: StyleMix,
+        *,
+        strength: float,
+        preserve_color: bool,
+        style_scale: float,
+        fmt: str,
+        max_side: int,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> inference.Rendered:
+        """The fast path as a pipeline: decode and encode in the codec pool, the network on a slot, so one
+        request's codecs overlap another's network time (see `InferenceGate.run_stages`)."""
+
+        def infer(decoded: DecodedImage) -> tuple[Image.Image, float]:
+            return inference.stylize_pixels(
+                view, decoded, mix, strength=strength, preserve_color=preserve_color, style_scale=style_scale
+            )
+
+        def encode(decoded: DecodedImage, stylized: tuple[Image.Image, float]) -> inference.Rendered:
+            return inference.encode_result(stylized[0], decoded, fmt, stylized[1], self.encode_options)
+
+        rendered = await self.gate.run_stages(
+            partial(inference.decode_upload, data, self.settings.max_pixels, max_side),
+            infer,
+            encode,
+            self.codec_limiter,
+            gone=gone,
+        )
+        self.metrics.inference.labels("fast").observe(rendered.inference_ms / 1000.0)
+        return rendered
 
     async def decode(self, data: bytes, max_side: int) -> DecodedImage:
         """Decode an upload in the bounded codec pool (refused before decoding if over max_pixels)."""

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.bank import DEFAULT_BANK_DIR
+from model.imageio import EncodeOptions
 
 
 class Settings(BaseSettings):
@@ -56,8 +57,25 @@ class Settings(BaseSettings):
         "(more = closer to a one-pass result, slower)",
     )
 
+    png_compress_level: int = Field(
+        1, ge=0, le=9, description="zlib level of PNG results: 1 is ~2x faster to encode than 6 for ~10 % more bytes"
+    )
+    jpeg_quality: int = Field(92, ge=1, le=100, description="quality of JPEG results")
+    webp_quality: int = Field(92, ge=1, le=100, description="quality of WebP results")
+
     # the fast path
-    concurrency: int | None = Field(None, ge=1, description="parallel inferences (default: 1 on a GPU, else cores/2)")
+    concurrency: int | None = Field(
+        None, ge=1, description="parallel inferences (default: CINSTYLE_BATCH_MAX on a GPU, else cores/2)"
+    )
+    batch_max: int | None = Field(
+        None,
+        ge=1,
+        description="most same-size requests stacked into one network call (default: 8 on a GPU, 1 = no batching "
+        "on the CPU, where a batch is no faster than its images one after another)",
+    )
+    batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="how long the first request of a batch waits for others (when batching)"
+    )
     max_waiting: int = Field(32, ge=0, description="requests waiting for a slot beyond this get 503 + Retry-After")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: cores / concurrency)")
 
@@ -91,7 +109,11 @@ class Settings(BaseSettings):
     )
     job_heartbeat_s: float = Field(2.0, gt=0, description="how often a worker tells Redis its jobs are alive")
 
-    codec_workers: int | None = Field(None, ge=1, description="uploads for jobs decoded at once (default: cores / 2)")
+    codec_workers: int | None = Field(
+        None,
+        ge=1,
+        description="uploads decoded and results encoded at once, beside the network (default: cores / 2)",
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -144,8 +166,18 @@ class Settings(BaseSettings):
         if self.concurrency is not None:
             return self.concurrency
         if device == "cuda":
-            return 1  # one copy of the network on one GPU: kernels serialize anyway
+            # One copy of the network on one GPU: kernels serialize anyway, so one slot per request that
+            # may join a batch (the batcher makes them one call).
+            return self.resolved_batch_max(device)
         return max(1, (os.cpu_count() or 1) // 2)
+
+    def resolved_batch_max(self, device: str) -> int:
+        if self.batch_max is not None:
+            return self.batch_max
+        return 8 if device == "cuda" else 1
+
+    def encode_options(self) -> EncodeOptions:
+        return EncodeOptions(self.png_compress_level, self.jpeg_quality, self.webp_quality)
 
     @property
     def styles_dir(self) -> Path:

@@ -205,8 +205,37 @@ def normalize_format(fmt: str) -> str:
     return key
 
 
-def encode_image(image: Image.Image, fmt: str = "png", alpha: Image.Image | None = None, quality: int = 92) -> bytes:
-    """Encode to PNG/JPEG/WebP; alpha re-attached where the format keeps it."""
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How results are encoded: speed against size. PNG level 1 is ~2x faster than Pillow's default 6 on a
+    stylized photo for ~10 % more bytes (benchmarks/codecs.py); JPEG and WebP quality as usual (1-95)."""
+
+    png_compress_level: int = 1
+    jpeg_quality: int = 92
+    webp_quality: int = 92
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.png_compress_level <= 9:
+            raise ValueError(f"png_compress_level must be 0-9, got {self.png_compress_level}")
+        for name in ("jpeg_quality", "webp_quality"):
+            if not 1 <= getattr(self, name) <= 100:
+                raise ValueError(f"{name} must be 1-100, got {getattr(self, name)}")
+
+    def save_options(self, key: str) -> dict[str, int]:
+        if key == "png":
+            return {"compress_level": self.png_compress_level}
+        return {"quality": self.jpeg_quality if key == "jpeg" else self.webp_quality}
+
+
+def encode_image(
+    image: Image.Image,
+    fmt: str = "png",
+    alpha: Image.Image | None = None,
+    quality: int | None = None,
+    options: EncodeOptions | None = None,
+) -> bytes:
+    """Encode to PNG/JPEG/WebP; alpha re-attached where the format keeps it. ``quality`` overrides
+    ``options``' JPEG/WebP quality."""
     key = normalize_format(fmt)
     pil_format, _ = OUTPUT_FORMATS[key]
     if alpha is not None and key in ("png", "webp"):
@@ -217,8 +246,10 @@ def encode_image(image: Image.Image, fmt: str = "png", alpha: Image.Image | None
     else:
         image = image.convert("RGB")
     buffer = io.BytesIO()
-    options = {"quality": quality} if key in ("jpeg", "webp") else {}
-    image.save(buffer, format=pil_format, **options)
+    save_options = (options or EncodeOptions()).save_options(key)
+    if quality is not None and key in ("jpeg", "webp"):
+        save_options["quality"] = quality
+    image.save(buffer, format=pil_format, **save_options)
     return buffer.getvalue()
 
 

@@ -7,7 +7,6 @@ app with `build_router`.
 """
 
 import time
-from functools import partial
 from typing import Annotated, Literal
 
 import anyio
@@ -15,7 +14,6 @@ import anyio.to_thread
 from fastapi import APIRouter, File, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from app import inference
 from app.api.deps import RegistryDep, ServiceDep, SettingsDep
 from app.api.schemas import (
     BINARY,
@@ -276,21 +274,17 @@ def build_router(settings: Settings) -> APIRouter:
 
         view = registry.view()
         mix = parse_style_spec(style, list(view.names))
-        data = await image.read()
-        work = partial(
-            inference.stylize_upload,
+        rendered = await service.stylize(
             view,
-            data,
+            await image.read(),
             mix,
             strength=strength,
             preserve_color=preserve_color,
+            style_scale=style_scale,
             fmt=fmt,
             max_side=side,
-            max_pixels=settings.max_pixels,
-            style_scale=style_scale,
+            gone=request.is_disconnected,
         )
-        rendered = await service.gate.run(work, gone=request.is_disconnected)
-        service.metrics.inference.labels("fast").observe(rendered.inference_ms / 1000.0)
         return Response(
             rendered.data,
             media_type=rendered.media_type,
