@@ -113,6 +113,15 @@ def bare_model(
     return summarize(latencies, time.perf_counter() - started) | {"threads": torch.get_num_threads()}
 
 
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -238,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    load_before = [round(v, 2) for v in os.getloadavg()]
 
     with tempfile.TemporaryDirectory(prefix="cinstyle-load-") as tmp:
         workdir = Path(tmp)
@@ -288,7 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         "bare_model": bare,
         "http": levels,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["python", "benchmarks/load.py", *(argv if argv is not None else sys.argv[1:])]),
+        "commit": git_commit(),
+        "load_average_before": load_before,
     }
+    bare_rate = bare.get("throughput_per_s")
+    for level in levels:
+        if bare_rate and level.get("throughput_per_s"):
+            level["ratio_vs_bare"] = round(level["throughput_per_s"] / bare_rate, 3)
     print_table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")
