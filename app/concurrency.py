@@ -26,7 +26,9 @@ class InferenceGate:
     `run_stages` runs a request as decode -> network -> encode: the codecs in their own bounded pool
     (``codec_limiter``), so one request's decoding and encoding overlap another's network time. At most
     ``limit + codec_slots`` requests are past the line at once, so decoded pixels in memory stay bounded
-    however many clients wait (the waiting ones hold only their upload's bytes).
+    however many clients wait (the waiting ones hold only their upload's bytes). A *large* request (one
+    stylized in tiles) also takes the one large-image place first: two print-size images never hold their
+    pixels at once, while small requests keep flowing past.
     """
 
     def __init__(self, limit: int, max_waiting: int, metrics: Metrics, codec_slots: int = 0) -> None:
@@ -35,6 +37,7 @@ class InferenceGate:
         self.metrics = metrics
         self._slots = anyio.CapacityLimiter(limit)
         self._admitted = anyio.CapacityLimiter(limit + codec_slots)
+        self._large = anyio.CapacityLimiter(1)
         self.waiting = 0
         self.in_flight = 0
         self.peak = 0
@@ -43,8 +46,9 @@ class InferenceGate:
     def retry_after_s(self) -> int:
         return max(1, round((self.waiting + self.in_flight) / self.limit))
 
-    async def _enter(self, gone: Callable[[], Awaitable[bool]] | None) -> None:
-        """Take a place past the line (503 if the line is full); the caller releases ``_admitted``."""
+    async def _enter(self, gone: Callable[[], Awaitable[bool]] | None, large: bool = False) -> None:
+        """Take a place past the line (503 if the line is full); the caller releases ``_admitted`` (and
+        ``_large`` when ``large``)."""
         if self.waiting >= self.max_waiting and self._admitted.available_tokens < 1:
             self.metrics.rejected.inc()
             raise OverloadedError(
@@ -55,7 +59,14 @@ class InferenceGate:
         self.waiting += 1
         self.metrics.waiting.set(self.waiting)
         try:
-            await self._admitted.acquire()
+            if large:
+                await self._large.acquire()
+            try:
+                await self._admitted.acquire()
+            except BaseException:
+                if large:
+                    self._large.release()
+                raise
         finally:
             self.waiting -= 1
             self.metrics.waiting.set(self.waiting)
@@ -63,8 +74,13 @@ class InferenceGate:
             if gone is not None and await gone():
                 raise ClientGoneError("the client disconnected while its request waited; not run")
         except BaseException:
-            self._admitted.release()
+            self._leave(large)
             raise
+
+    def _leave(self, large: bool) -> None:
+        self._admitted.release()
+        if large:
+            self._large.release()
 
     async def _on_network(self, work: Callable[[], T]) -> T:
         async with self._slots:
@@ -84,7 +100,7 @@ class InferenceGate:
         try:
             return await self._on_network(work)
         finally:
-            self._admitted.release()
+            self._leave(False)
 
     async def run_stages(
         self,
@@ -93,12 +109,13 @@ class InferenceGate:
         encode: Callable[[D, R], T],
         codec_limiter: anyio.CapacityLimiter,
         gone: Callable[[], Awaitable[bool]] | None = None,
+        large: bool = False,
     ) -> T:
         """decode() in the codec pool, infer(decoded) on a network slot, encode(decoded, result) in the codec pool."""
-        await self._enter(gone)
+        await self._enter(gone, large)
         try:
             decoded = await anyio.to_thread.run_sync(decode, limiter=codec_limiter)
             result = await self._on_network(lambda: infer(decoded))
             return await anyio.to_thread.run_sync(lambda: encode(decoded, result), limiter=codec_limiter)
         finally:
-            self._admitted.release()
+            self._leave(large)

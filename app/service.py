@@ -44,7 +44,7 @@ from app.tasks import (
 )
 from model.bank import StyleBank, load_bank
 from model.errors import BankFormatError
-from model.imageio import DecodedImage
+from model.imageio import DecodedImage, fitted_pixels
 from model.runner import Runner, make_base_runner
 from model.style_spec import StyleMix
 from model.tiling import TilingRunner
@@ -254,12 +254,16 @@ class Service:
         def encode(decoded: DecodedImage, stylized: tuple[Image.Image, float]) -> inference.Rendered:
             return inference.encode_result(stylized[0], decoded, fmt, stylized[1], self.encode_options)
 
+        # Print-size work (tiled; its own network input is up to style_scale larger) one at a time.
+        pixels = fitted_pixels(data, max_side) or 0
+        large = pixels * max(1.0, 1.0 / style_scale) ** 2 > self.settings.tile_side**2
         rendered = await self.gate.run_stages(
             partial(inference.decode_upload, data, self.settings.max_pixels, max_side),
             infer,
             encode,
             self.codec_limiter,
             gone=gone,
+            large=large,
         )
         self.metrics.inference.labels("fast").observe(rendered.inference_ms / 1000.0)
         return rendered

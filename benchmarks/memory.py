@@ -243,6 +243,22 @@ def main(argv: list[str] | None = None) -> int:
             "payload": fast_payload.getvalue(),
             "style": style,
         },
+        {
+            "label": "fast 1 client, 4096 px PNG",
+            "kind": "fast",
+            "n": 1,
+            "seconds": args.fast_seconds,
+            "payload": smooth_png(4096),
+            "style": style,
+        },
+        {
+            "label": "fast 4 clients, 4096 px PNG",
+            "kind": "fast",
+            "n": 4,
+            "seconds": args.fast_seconds,
+            "payload": smooth_png(4096),
+            "style": style,
+        },
     ]
     if args.only:
         scenarios = [s for s in scenarios if s["label"] in args.only]

@@ -89,6 +89,19 @@ def check_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
     return fitted
 
 
+def fitted_pixels(data: bytes, max_side: int | None) -> int | None:
+    """How many pixels ``data`` will have once decoded and fitted to ``max_side``, from its header alone
+    (no pixel is decoded); None when the header cannot be read (decoding then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            size = Image.open(io.BytesIO(data)).size
+    except Exception:  # noqa: BLE001 - any unreadable header is decode_image's to report
+        return None
+    width, height = fitted_size(size, max_side)
+    return width * height
+
+
 def _draft_jpeg(image: Image.Image, target: tuple[int, int]) -> tuple[float, float, float, float] | None:
     """Have a JPEG decode at 1/2, 1/4 or 1/8 scale when ``target`` is that much smaller.
 

@@ -123,3 +123,39 @@ def test_a_full_line_is_refused_before_anything_is_decoded():
 
     anyio.run(main)
     assert decoded == []
+
+
+def test_two_large_requests_never_hold_pixels_together_while_small_ones_pass():
+    gate = InferenceGate(limit=2, max_waiting=8, metrics=Metrics(), codec_slots=2)
+    holding: list[str] = []
+    most_large = [0]
+    lock = threading.Lock()
+
+    async def main() -> None:
+        limiter = anyio.CapacityLimiter(4)
+
+        async def one(kind: str) -> None:
+            def decode() -> str:
+                with lock:
+                    holding.append(kind)
+                    most_large[0] = max(most_large[0], holding.count("large"))
+                return kind
+
+            def infer(decoded: str) -> str:
+                time.sleep(0.05)
+                return decoded
+
+            def encode(decoded: str, result: str) -> str:
+                with lock:
+                    holding.remove(kind)
+                return result
+
+            assert await gate.run_stages(decode, infer, encode, limiter, large=kind == "large") == kind
+
+        async with anyio.create_task_group() as group:
+            for kind in ("large", "large", "small", "large", "small", "small"):
+                group.start_soon(one, kind)
+
+    anyio.run(main)
+    assert most_large[0] == 1 and holding == []
+    assert gate.peak == 2  # the small ones used the second slot meanwhile
