@@ -410,13 +410,14 @@ TEXTURE_LAYERS: tuple[str, ...] = STYLE_LAYERS  # `deepest` picks a prefix: relu
 # scale adds detail. Most steps go to the cheap coarse scales (a step at 0.25 costs ~1/10 of one at 1.0):
 # at 256 px, 200 steps split evenly ran out of time (120 s, two busy cores) halfway through the 0.5 scale
 # and left a blurred, upsampled relu5_1 texture at 0.71 of the noise's Gram loss; split 100/60/40 it reached
-# 0.02 (benchmarks/textures.py). Shallow layers match small patches only: upsampling a coarse result leaves
+# 0.02 in 56 s (docs/textures.md). Shallow layers match small patches only: upsampling a coarse result leaves
 # blocks they cannot refine, so they run at the full size alone.
 TEXTURE_SCALES: tuple[float, ...] = (0.25, 0.5, 1.0)
 TEXTURE_SCALE_STEPS: tuple[float, ...] = (0.5, 0.3, 0.2)
 COARSE_TO_FINE_FROM = "relu4_1"  # the shallowest deepest layer that is synthesized coarse to fine
-# Total variation only against pixel noise: the training/slow-path weight (2.0) costs the texture its sharpness.
-TEXTURE_TV_WEIGHT = 0.5
+# Total variation stays at the slow path's 2.0: at 0.5 the 256 px textures came out a little sharper (relu5_1:
+# 0.018 vs 0.020 of the noise's Gram loss), but L-BFGS (no line search) lost its way on a 48 x 32 relu3_1 texture
+# of stripes (0.75 of the noise's loss after 30 steps; at 2.0: 0.04; tests/app/test_service_textures.py).
 
 
 def texture_layers(deepest: str) -> tuple[str, ...]:
@@ -434,7 +435,7 @@ def texture_config(deepest: str = "relu5_1", **overrides) -> SlowConfig:
     scales = {"scales": TEXTURE_SCALES, "scale_steps": TEXTURE_SCALE_STEPS} if deep else {"scales": (1.0,)}
     if "scales" in overrides and "scale_steps" not in overrides:
         scales = {}  # other scales: split evenly unless told
-    values = {"style_layers": layers, "content_weight": 0.0, "tv_weight": TEXTURE_TV_WEIGHT, **scales, **overrides}
+    values = {"style_layers": layers, "content_weight": 0.0, **scales, **overrides}
     return SlowConfig(**values)
 
 
