@@ -2,7 +2,7 @@
 
 One public-domain painting (default: Van Gogh's Starry Night from ../shared/data/styles,
 see ../shared/data/SOURCES.md) is synthesized from noise at ``--size`` (256 px) with the
-service's defaults (`model.slow.texture_config`: 200 steps over three scales, 120 s limit;
+service's defaults (`model.slow.texture_config`: 200 steps, coarse to fine from relu4_1, 120 s limit;
 the painting at the service's 512 px style side), once for each deepest Gram layer
 relu1_1 .. relu5_1 (the strip: structures grow with the receptive field), and once more at
 relu5_1 with ``tileable`` (the 3 x 3 tiling). Scored with `model.slow.gram_style_loss`

@@ -42,9 +42,12 @@ DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 class SlowConfig:
     """How hard and how long the slow path works; every field is checked."""
 
-    steps: int = 200  # optimisation steps over all scales (split evenly between them)
+    steps: int = 200  # optimisation steps over all scales (split by `scale_steps`)
     time_limit_s: float = 120.0  # hard wall-clock bound; the best image so far is returned
     scales: tuple[float, ...] = (0.5, 1.0)  # increasing, ending at 1.0 (the content size)
+    # Relative share of the steps of each scale (None: even). A coarse step costs a fraction of a fine one
+    # (pixels: 1/16 at scale 0.25), so a texture spends most of its steps where they are cheap.
+    scale_steps: tuple[float, ...] | None = None
     # The training losses and balance (relative Gram error summed over the style
     # layers vs relative feature change at relu4_2). Pixels fit the Gram targets far
     # better than a network does, so style weight 1 (training: 3) already gives a
@@ -78,6 +81,16 @@ class SlowConfig:
             raise InvalidParameterError(f"scales must be numbers in (0, 1], got {self.scales!r}")
         if any(b <= a for a, b in zip(scales, scales[1:], strict=False)) or scales[-1] != 1:
             raise InvalidParameterError(f"scales must be strictly increasing and end at 1.0, got {self.scales!r}")
+        if self.scale_steps is not None:
+            shares = tuple(self.scale_steps)
+            object.__setattr__(self, "scale_steps", shares)
+            if len(shares) != len(scales) or any(
+                isinstance(w, bool) or not isinstance(w, int | float) or not (w > 0 and math.isfinite(w))
+                for w in shares
+            ):
+                raise InvalidParameterError(
+                    f"scale_steps must be one positive number per scale {scales!r}, got {self.scale_steps!r}"
+                )
         for name in ("style_weight", "content_weight", "tv_weight"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
@@ -138,11 +151,18 @@ def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def _plan(config: SlowConfig, content_size: tuple[int, int]) -> list[tuple[float, int]]:
-    """(scale, steps) per stage: scales too small to be useful are dropped, steps split evenly."""
+    """(scale, steps) per stage: scales too small to be useful are dropped, steps split by
+    ``config.scale_steps`` (evenly without), at least one each, rounding remainders to the finest."""
+    shares = dict(zip(config.scales, config.scale_steps or [1.0] * len(config.scales), strict=True))
     scales = [s for s in config.scales if s == 1 or min(_scaled_size(content_size, s)) >= config.min_side]
     scales = scales[-config.steps :]  # fewer steps than scales: keep the finest
-    base, extra = divmod(config.steps, len(scales))
-    return [(s, base + (1 if i >= len(scales) - extra else 0)) for i, s in enumerate(scales)]
+    total = sum(shares[s] for s in scales)
+    steps = [max(1, math.floor(config.steps * shares[s] / total)) for s in scales]
+    for i in range(config.steps - sum(steps)):  # what flooring left over, finest first
+        steps[len(steps) - 1 - i % len(steps)] += 1
+    while sum(steps) > config.steps:  # the at-least-one rule overshot: take from the largest
+        steps[steps.index(max(steps))] -= 1
+    return list(zip(scales, steps, strict=True))
 
 
 class _Objective:
@@ -223,11 +243,13 @@ class _Budget:
         if self.cancel is not None and self.cancel.is_set():
             raise CancelledError("the slow stylization was cancelled")
 
-    def may_step(self) -> bool:
-        """False once the next step (estimated from the last one) would overrun the time limit."""
-        if self.elapsed() + self.step_seconds > self.config.time_limit_s:
+    def may_step(self, deadline: float | None = None) -> bool:
+        """False once the next step (estimated from the last one) would overrun the time limit (then for
+        good) or ``deadline`` (seconds from the start: the end of a coarse scale's share of the time)."""
+        finish = self.elapsed() + self.step_seconds
+        if finish > self.config.time_limit_s:
             self.out_of_time = True
-        return not self.out_of_time
+        return not self.out_of_time and (deadline is None or finish <= deadline)
 
 
 def _optimise_scale(
@@ -239,8 +261,10 @@ def _optimise_scale(
     work_done: float,
     work_share: float,
     on_step: Callable[[torch.Tensor], None] | None = None,
+    deadline: float | None = None,
 ) -> torch.Tensor:
-    """Run up to ``n_steps`` steps from ``start``; returns the lowest-loss image seen."""
+    """Run up to ``n_steps`` steps from ``start``, stopping early at ``deadline`` (seconds from the
+    start of the run); returns the lowest-loss image seen."""
     pixels = start.clone(memory_format=torch.contiguous_format).requires_grad_(True)
     if config.optimizer == "lbfgs":
         # One iteration per step() keeps the curvature history across steps while
@@ -265,7 +289,7 @@ def _optimise_scale(
 
     for step in range(n_steps):
         budget.check_cancel()
-        if not budget.may_step():
+        if not budget.may_step(deadline):
             return best
         step_started = time.monotonic()
         optimizer.step(closure)
@@ -348,13 +372,18 @@ def _coarse_to_fine(
 ) -> torch.Tensor:
     """Optimise ``image`` scale by scale (`_plan`); each scale's objective comes from
     ``make_objective(size, style scaled alike)``, and its result, upsampled (as a torus if
-    ``circular``), starts the next."""
+    ``circular``), starts the next.
+
+    Each scale but the last stops once it has used its share of the time limit (its share of the
+    work, steps times pixels, plus what earlier scales left unused): on a slow or busy machine the
+    time limit then falls in the finest scale, never in a coarse one (whose result, upsampled, is a
+    blurred image)."""
     plan = _plan(config, full_size)
     work = [steps * math.prod(_scaled_size(full_size, s)) for s, steps in plan]
     shares = [w / sum(work) for w in work]
     budget.report(0.0, count_time=False)
     work_done, pixels_before = 0.0, None
-    for (scale, n_steps), share in zip(plan, shares, strict=True):
+    for index, ((scale, n_steps), share) in enumerate(zip(plan, shares, strict=True)):
         budget.check_cancel()
         size = _scaled_size(full_size, scale)
         if pixels_before is not None:  # a step costs about in proportion to the pixels
@@ -362,7 +391,8 @@ def _coarse_to_fine(
         pixels_before = math.prod(size)
         objective = make_objective(size, _resize(style, _scaled_size(tuple(style.shape[-2:]), scale)))
         start = _resize(image, size, circular)
-        image = _optimise_scale(objective, start, n_steps, config, budget, work_done, share, on_step)
+        deadline = (work_done + share) * config.time_limit_s if index < len(plan) - 1 else None
+        image = _optimise_scale(objective, start, n_steps, config, budget, work_done, share, on_step, deadline)
         work_done += share
         if budget.out_of_time:
             break
@@ -375,9 +405,19 @@ def _coarse_to_fine(
 # -- texture synthesis: the Gram method on its own (Gatys, Ecker & Bethge 2015, "Texture Synthesis Using CNNs") ------
 
 TEXTURE_LAYERS: tuple[str, ...] = STYLE_LAYERS  # `deepest` picks a prefix: relu1_1 .. relu5_1
-# From noise there is no photo to hold the layout, so the coarse scales do the work of placing the large
-# structures (the deep layers' receptive fields cover more of a small image); the fine scale adds detail.
+# From noise there is no photo to hold the layout, so for the deep layer sets the coarse scales do the work of
+# placing the large structures (the deep layers' receptive fields cover more of a small image) and the fine
+# scale adds detail. Most steps go to the cheap coarse scales (a step at 0.25 costs ~1/10 of one at 1.0):
+# at 256 px, 200 steps split evenly ran out of time (120 s, two busy cores) halfway through the 0.5 scale
+# and left a blurred, upsampled relu5_1 texture at 0.71 of the noise's Gram loss; split 100/60/40 it reached
+# 0.02 in 56 s (docs/textures.md). Shallow layers match small patches only: upsampling a coarse result leaves
+# blocks they cannot refine, so they run at the full size alone.
 TEXTURE_SCALES: tuple[float, ...] = (0.25, 0.5, 1.0)
+TEXTURE_SCALE_STEPS: tuple[float, ...] = (0.5, 0.3, 0.2)
+COARSE_TO_FINE_FROM = "relu4_1"  # the shallowest deepest layer that is synthesized coarse to fine
+# Total variation stays at the slow path's 2.0: at 0.5 the 256 px textures came out a little sharper (relu5_1:
+# 0.018 vs 0.020 of the noise's Gram loss), but L-BFGS (no line search) lost its way on a 48 x 32 relu3_1 texture
+# of stripes (0.75 of the noise's loss after 30 steps; at 2.0: 0.04; tests/app/test_service_textures.py).
 
 
 def texture_layers(deepest: str) -> tuple[str, ...]:
@@ -388,8 +428,14 @@ def texture_layers(deepest: str) -> tuple[str, ...]:
 
 
 def texture_config(deepest: str = "relu5_1", **overrides) -> SlowConfig:
-    """The slow path's config for texture synthesis: Gram layers relu1_1..``deepest``, no content term."""
-    values = {"style_layers": texture_layers(deepest), "content_weight": 0.0, "scales": TEXTURE_SCALES, **overrides}
+    """The slow path's config for texture synthesis: Gram layers relu1_1..``deepest``, no content term,
+    coarse to fine (`TEXTURE_SCALES`, most steps coarse) from relu4_1 on, a single scale below."""
+    layers = texture_layers(deepest)
+    deep = len(layers) > TEXTURE_LAYERS.index(COARSE_TO_FINE_FROM)
+    scales = {"scales": TEXTURE_SCALES, "scale_steps": TEXTURE_SCALE_STEPS} if deep else {"scales": (1.0,)}
+    if "scales" in overrides and "scale_steps" not in overrides:
+        scales = {}  # other scales: split evenly unless told
+    values = {"style_layers": layers, "content_weight": 0.0, **scales, **overrides}
     return SlowConfig(**values)
 
 

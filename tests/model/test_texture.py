@@ -1,5 +1,6 @@
 """Texture synthesis (the Gram method from noise) on tiny generated paintings with the real VGG-19."""
 
+import math
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from model.losses import gram_matrix, style_loss, target_grams
 from model.slow import (
     TEXTURE_LAYERS,
     _Objective,
+    _plan,
     synthesize_texture,
     texture_config,
     texture_layers,
@@ -62,6 +64,42 @@ def test_the_texture_fits_the_paintings_grams_far_better_than_the_noise(vgg):
     assert after < 0.1 * before, (before, after)
 
 
+def test_the_default_deep_texture_fits_coarse_to_fine(vgg):
+    """relu5_1 (the default) over two scales: before, an even split left it at 0.71 of the noise's loss."""
+    style, size = blobs(), (64, 64)
+    config = texture_config("relu5_1", steps=60, min_side=16)
+    texture = synthesize_texture(style, size, vgg, config, seed=1)
+    noise = texture_noise(style, size, 1)
+    layers = texture_layers("relu5_1")
+    before, after = gram_loss(vgg, noise, style, layers), gram_loss(vgg, texture, style, layers)
+    assert after < 0.1 * before, (before, after)
+
+
+def test_deep_textures_spend_most_steps_coarse_and_shallow_ones_run_at_full_size():
+    assert _plan(texture_config("relu5_1"), (256, 256)) == [(0.25, 100), (0.5, 60), (1.0, 40)]
+    assert _plan(texture_config("relu4_1"), (256, 256)) == [(0.25, 100), (0.5, 60), (1.0, 40)]
+    for shallow in ("relu1_1", "relu2_1", "relu3_1"):
+        assert _plan(texture_config(shallow), (256, 256)) == [(1.0, 200)]
+    # a scale under min_side is dropped and its steps go to the others; every scale keeps a step
+    assert _plan(texture_config("relu5_1", steps=10), (64, 64)) == [(0.5, 6), (1.0, 4)]
+    assert _plan(texture_config("relu5_1", steps=2), (256, 256)) == [(0.5, 1), (1.0, 1)]
+    assert _plan(texture_config("relu5_1", scales=(0.5, 1.0)), (256, 256)) == [(0.5, 100), (1.0, 100)]
+
+
+def test_the_time_limit_falls_in_the_finest_scale(vgg):
+    """With far more steps than time, the coarse scale stops at its share of the limit and the full size runs."""
+    sizes: list[tuple[int, ...]] = []
+    config = texture_config("relu2_1", steps=100_000, time_limit_s=2.0, scales=(0.5, 1.0), min_side=16)
+    synthesize_texture(blobs(32), (32, 32), vgg, config, on_step=lambda p: sizes.append(tuple(p.shape[-2:])))
+    assert (16, 16) in sizes and sizes[-1] == (32, 32), sorted(set(sizes))
+
+
+@pytest.mark.parametrize("scale_steps", [(1.0,), (1.0, 0.0), (1.0, -1.0), (1.0, math.inf), (1.0, True)], ids=str)
+def test_bad_scale_steps_are_refused(scale_steps):
+    with pytest.raises(InvalidParameterError, match="scale_steps"):
+        texture_config("relu5_1", scales=(0.5, 1.0), scale_steps=scale_steps)
+
+
 def mottled(size: int = 64, seed: int = 0) -> torch.Tensor:
     """Smooth colour noise with ~8 px structures: many of them meet every border, so one border is a fair sample."""
     coarse = torch.rand(1, 3, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))
@@ -69,8 +107,9 @@ def mottled(size: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def test_tileable_textures_have_no_seam_and_plain_ones_do(vgg):
-    """Averaged over three seeds: at 64 px one border is still a small sample of pixel pairs."""
-    style, config = mottled(), texture_config("relu3_1", steps=40)
+    """Averaged over three seeds: at 64 px one border is still a small sample of pixel pairs. Coarse to fine (as
+    relu3_1 ran before it went to a single scale): the plain texture's zero-padded border stands out clearly."""
+    style, config = mottled(), texture_config("relu3_1", steps=40, scales=(0.5, 1.0))
     seams = {
         tileable: [
             tile_seam(synthesize_texture(style, (64, 64), vgg, config, tileable=tileable, seed=seed))
