@@ -65,7 +65,7 @@ class Settings(BaseSettings):
 
     # the fast path
     concurrency: int | None = Field(
-        None, ge=1, description="parallel inferences (default: CINSTYLE_BATCH_MAX on a GPU, else cores/2)"
+        None, ge=1, description="parallel inferences (default: CINSTYLE_BATCH_MAX on a GPU, else one per core)"
     )
     batch_max: int | None = Field(
         None,
@@ -169,7 +169,10 @@ class Settings(BaseSettings):
             # One copy of the network on one GPU: kernels serialize anyway, so one slot per request that
             # may join a batch (the batcher makes them one call).
             return self.resolved_batch_max(device)
-        return max(1, (os.cpu_count() or 1) // 2)
+        # One single-threaded network per core: on the 2-core CPU that serves 16 clients at 7.1 images/s
+        # against 4.6 for one 2-thread network (onnxruntime's second thread adds little), for ~15 % more
+        # latency to a lone client (benchmarks/load.py; docs/benchmarks.md).
+        return max(1, os.cpu_count() or 1)
 
     def resolved_batch_max(self, device: str) -> int:
         if self.batch_max is not None:
