@@ -221,7 +221,7 @@ def normalize_format(fmt: str) -> str:
 @dataclass(frozen=True)
 class EncodeOptions:
     """How results are encoded: speed against size. PNG level 1 is ~2x faster than Pillow's default 6 on a
-    stylized photo for ~10 % more bytes (benchmarks/codecs.py); JPEG and WebP quality as usual (1-95)."""
+    stylized photo for ~10 % more bytes (benchmarks/codecs.py); JPEG and WebP quality as usual (1-100)."""
 
     png_compress_level: int = 1
     jpeg_quality: int = 92
