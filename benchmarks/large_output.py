@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import math
+import multiprocessing
 import os
 import platform
 import sys
@@ -167,18 +168,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-torch-above", type=int, default=4096, help="eager torch is slow on 2 cores")
     parser.add_argument("--repeats", type=int, default=3, help="runs at 2048 px and below (2 at 4096, 1 above)")
     parser.add_argument("--memory-sides", type=int, nargs="*", default=[4096, 8192])
+    parser.add_argument("--speed-only", action="store_true", help="skip the PSNR and memory parts")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
 
     print("speed (ms per megapixel, stylize_image: uint8 in and out)", flush=True)
     speed_rows = []
+    # Each backend in a fresh process: onnx timed right after eager torch's 4096 px runs in the same process
+    # read about 2x slower per pixel at 4096 px than alone (allocator and thread-pool state left behind).
+    context = multiprocessing.get_context("spawn")
     for backend in args.backends:
-        speed_rows += speed(backend, args.sizes, args.skip_torch_above if backend == "torch" else None, args.repeats)
-    print("tiled vs one pass at 1536 px", flush=True)
-    quality_rows = [quality(backend) for backend in args.backends]
-    print("service peak memory", flush=True)
-    memory_rows = service_memory(args.memory_sides)
+        skip = args.skip_torch_above if backend == "torch" else None
+        with context.Pool(1) as pool:
+            speed_rows += pool.apply(speed, (backend, args.sizes, skip, args.repeats))
+    quality_rows, memory_rows = [], []
+    if not args.speed_only:
+        print("tiled vs one pass at 1536 px", flush=True)
+        quality_rows = [quality(backend) for backend in args.backends]
+        print("service peak memory", flush=True)
+        memory_rows = service_memory(args.memory_sides)
 
     report = {
         "benchmark": "large_output",

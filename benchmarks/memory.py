@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(args.repo),
         "upload_bytes": {"png_6300": len(huge_png), "jpeg_2000": len(jpeg_2000)},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-        "settings": "defaults (CINSTYLE_QUEUE_SIZE 8, 1 job worker, codec workers = cores / 2, fast-path slots = cores)",
+        "settings": "defaults (CINSTYLE_QUEUE_SIZE 8, 1 job worker, codec workers = cores / 2, "
+        "fast-path slots = cores)",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "rows": rows,
     }
