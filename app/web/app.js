@@ -19,6 +19,8 @@ const state = {
   generation: 0, // bumps on every change; answers to older generations are dropped
   resultUrl: null,
   slowJob: null,
+  textureJob: null,
+  textureMaxSide: null,
   learnJob: null,
 };
 
@@ -107,10 +109,21 @@ async function readCapabilities() {
       largest = byName.max_side.schema.maximum;
     }
     state.supportsStyleScale = "style_scale" in byName;
+    const texture = schema.paths["/v1/textures"];
+    const widthParam = texture && (texture.post.parameters || []).find((p) => p.name === "width");
+    state.textureMaxSide = widthParam && widthParam.schema ? widthParam.schema.maximum : null;
   } catch (_) {
     /* the defaults above */
   }
   $("style-scale-field").hidden = !state.supportsStyleScale;
+  $("texture-panel").hidden = !state.textureMaxSide;
+  if (state.textureMaxSide) {
+    const sides = [64, 128, 256, 384, 512, 768, 1024].filter((s) => s < state.textureMaxSide);
+    for (const side of sides.concat([state.textureMaxSide])) {
+      $("texture-size").append(new Option(`${side} × ${side} px`, String(side)));
+    }
+    $("texture-size").value = String(Math.min(256, state.textureMaxSide));
+  }
   const sides = OUTPUT_SIDES.filter((side) => side < largest).concat([largest]);
   for (const side of sides) {
     const option = new Option(`${side} px (longer side)`, String(side));
@@ -556,7 +569,54 @@ async function startLearnJob() {
   }
 }
 
+async function startTextureJob() {
+  const ui = jobUi("texture");
+  const painting = $("texture-painting").files[0];
+  if (!painting) return showError(ui.error, "Choose the painting to take the texture from.");
+  jobStarted(ui);
+  $("texture-result").hidden = true;
+  $("texture-download").hidden = true;
+  const side = $("texture-size").value;
+  const format = $("format").value;
+  const params = new URLSearchParams({
+    width: side,
+    height: side,
+    layers: $("texture-layers").value,
+    tileable: String($("texture-tileable").checked),
+    format,
+  });
+  const form = new FormData();
+  form.append("style_image", painting);
+  try {
+    const accepted = await (await api(`/v1/textures?${params}`, { method: "POST", body: form })).json();
+    state.textureJob = accepted;
+    const job = await followJob(accepted.url, onProgress(ui), () => state.textureJob === null);
+    if (job.status === "done") {
+      const url = URL.createObjectURL(await (await api(job.result_url)).blob());
+      const result = $("texture-result");
+      result.style.backgroundImage = `url("${url}")`;
+      result.style.backgroundSize = "50% 50%"; // shown 2 x 2: a tileable one shows no seam
+      result.dataset.url = url;
+      result.hidden = false;
+      const download = $("texture-download");
+      download.href = url;
+      download.download = `texture-${params.get("layers")}.${format === "jpeg" ? "jpg" : format}`;
+      download.hidden = false;
+    } else if (job.status === "failed") {
+      showError(ui.error, job.error || "the job failed");
+    }
+  } catch (err) {
+    showError(ui.error, err.message);
+    ui.box.hidden = true;
+  } finally {
+    state.textureJob = null;
+    jobEnded(ui);
+  }
+}
+
 function setUpJobs() {
+  $("texture-start").addEventListener("click", startTextureJob);
+  $("texture-cancel").addEventListener("click", () => cancelJob(state.textureJob, jobUi("texture")));
   $("slow-start").addEventListener("click", startSlowJob);
   $("slow-cancel").addEventListener("click", () => cancelJob(state.slowJob, jobUi("slow")));
   $("learn-form").addEventListener("submit", (event) => {

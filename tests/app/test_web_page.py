@@ -445,3 +445,34 @@ def test_stroke_size_control_sends_style_scale_and_changes_the_result(watch, fil
     assert bold.shape == fine.shape  # same output size, other strokes
     assert np.abs(bold - fine).mean() > 5
     watch.check_clean()
+
+
+def test_texture_panel_makes_a_texture_and_shows_it_tiled(watch, files):
+    page = watch.open().page
+    page.wait_for_selector("#texture-panel:not([hidden])")  # the server's schema has POST /v1/textures
+    # sizes up to the server's slow-path limit (64 px here)
+    assert page.eval_on_selector_all("#texture-size option", "os => os.map(o => o.value)") == ["64"]
+    page.set_input_files("#texture-painting", str(files["painting"]))
+    page.select_option("#texture-layers", "relu3_1")
+    page.check("#texture-tileable")
+    page.click("#texture-start")
+    page.wait_for_selector("#texture-result:not([hidden])", timeout=120_000)
+    assert page.text_content("#texture-progress-text") == "Done."
+    query = parse_qs(urlsplit(next(u for u in watch.requests if urlsplit(u).path == "/v1/textures")).query)
+    assert query["layers"] == ["relu3_1"] and query["tileable"] == ["true"] and query["width"] == ["64"]
+    texture = Image.open(
+        io.BytesIO(
+            bytes(
+                page.evaluate(
+                    "async () => Array.from(new Uint8Array(await (await fetch("
+                    "document.getElementById('texture-result').dataset.url)).arrayBuffer()))"
+                )
+            )
+        )
+    )
+    assert texture.size == (64, 64)
+    pixels = np.asarray(texture.convert("RGB"), dtype=float)
+    assert pixels.std() > 10  # a texture, not a flat colour
+    assert page.get_attribute("#texture-download", "download") == "texture-relu3_1.png"
+    watch.screenshot("texture")
+    watch.check_clean()
