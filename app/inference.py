@@ -65,25 +65,6 @@ def encode_result(
     return Rendered(data, media_type(fmt), image.width, image.height, inference_ms)
 
 
-def stylize_upload(
-    view: BankSnapshot,
-    data: bytes,
-    mix: StyleMix,
-    *,
-    strength: float,
-    preserve_color: bool,
-    fmt: str,
-    max_side: int,
-    max_pixels: int,
-    style_scale: float = 1.0,
-) -> Rendered:
-    """The fast path: the CIN network with the mix's weight vector (in tiles when the image is large)."""
-    decoded = decode_upload(data, max_pixels, max_side)
-    return stylize_decoded(
-        view, decoded, mix, strength=strength, preserve_color=preserve_color, fmt=fmt, style_scale=style_scale
-    )
-
-
 def stylize_decoded(
     view: BankSnapshot,
     decoded: DecodedImage,

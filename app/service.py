@@ -45,9 +45,8 @@ from app.tasks import (
 from model.bank import StyleBank, load_bank
 from model.errors import BankFormatError
 from model.imageio import DecodedImage, fitted_pixels
-from model.runner import Runner, make_base_runner
+from model.runner import Runner, make_runner
 from model.style_spec import StyleMix
-from model.tiling import TilingRunner
 from model.transformer import TransformerNet
 
 log = logging.getLogger(__name__)
@@ -196,10 +195,15 @@ class Service:
         )
 
     def _make_runner(self, network: TransformerNet) -> Runner:
-        base = make_base_runner(network, self.backend, threads=torch.get_num_threads())
-        if self.batcher.max_batch > 1:  # same-size requests share network calls (a GPU by default)
-            base = BatchedRunner(base, self.batcher)
-        return TilingRunner(base, tile_side=self.settings.tile_side, stats_side=self.settings.tile_stats_side)
+        batching = self.batcher.max_batch > 1  # same-size requests share network calls (a GPU by default)
+        return make_runner(
+            network,
+            self.backend,
+            threads=torch.get_num_threads(),
+            tile_side=self.settings.tile_side,
+            stats_side=self.settings.tile_stats_side,
+            wrap=(lambda base: BatchedRunner(base, self.batcher)) if batching else None,
+        )
 
     def _count_styles(self) -> None:
         if self.registry is None:

@@ -9,6 +9,7 @@ service's runner is a tiling runner around one of the two. `as_runner` lets
 callers that hold a bare `TransformerNet` (training, evaluation, the CLI) pass it anyway.
 """
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -97,14 +98,16 @@ def make_runner(
     threads: int | None = None,
     tile_side: int | None = None,
     stats_side: int | None = None,
+    wrap: "Callable[[StatsRunner], StatsRunner] | None" = None,
 ) -> Runner:
     """What the service runs: ``backend``'s runner inside a `model.tiling.TilingRunner` (images larger than
     ``tile_side`` go through in tiles normalised with the statistics of a ``stats_side`` thumbnail).
-    Call it off the event loop."""
+    ``wrap`` puts something between the two (the service's request batcher). Call it off the event loop."""
     from model.tiling import DEFAULT_STATS_SIDE, DEFAULT_TILE_SIDE, TilingRunner
 
+    base = make_base_runner(network, backend, threads)
     return TilingRunner(
-        make_base_runner(network, backend, threads),
+        wrap(base) if wrap is not None else base,
         tile_side=tile_side or DEFAULT_TILE_SIDE,
         stats_side=stats_side or DEFAULT_STATS_SIDE,
     )

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from model.bank import DEFAULT_BANK_DIR
-from tests.app.service_helpers import REPO, Server, encode, photo
+from tests.app.service_helpers import REPO, Server, encode, photo, start_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("CINSTYLE_TEST_ARTIFACTS", REPO / "test-artifacts")) / "web"
@@ -64,11 +64,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("web-server")
-    server = Server(
+    server = start_server(
+        tmp_path_factory,
         DEFAULT_BANK_DIR,
-        root / "data",
-        root / "server.log",
+        "web-server",
         slow_steps=30,
         slow_max_side=64,
         style_image_side=96,
@@ -76,7 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         learn_batch_size=2,
         learn_image_size=32,
         api_key=API_KEY,
-    ).start()
+    )
     yield server
     server.stop()
 
@@ -374,18 +373,17 @@ def test_screenshot_for_the_readme(browser, server, files):
 @pytest.fixture(scope="module")
 def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One job runs at a time, one may wait, and a slow-path job takes minutes: the queue can be filled."""
-    root = tmp_path_factory.mktemp("busy-server")
-    server = Server(
+    server = start_server(
+        tmp_path_factory,
         DEFAULT_BANK_DIR,
-        root / "data",
-        root / "server.log",
+        "busy-server",
         slow_steps=100_000,
         slow_time_limit_s=600,
         slow_max_side=64,
         style_image_side=96,
         queue_size=1,
         job_workers=1,
-    ).start()
+    )
     yield server
     server.stop()
 

@@ -48,11 +48,20 @@ _IMAGE_RESPONSE = {
         "X-Job-Id": {"description": "slow path: the job that made the image", "schema": {"type": "string"}},
     },
 }
-_ACCEPTED_RESPONSE = {
-    "model": JobOut,
-    "description": "slow path: the job is queued or still running (its `message` says how to fetch the result)",
-    "headers": {"Location": {"description": "the job: `/v1/jobs/ID`", "required": True, "schema": {"type": "string"}}},
-}
+
+
+def accepted_response(prefix: str = "") -> dict:
+    """The 202 answer of a route that may leave its work as a job."""
+    return {
+        "model": JobOut,
+        "description": f"{prefix}the job is queued or still running (its `message` says how to fetch the result)",
+        "headers": {
+            "Location": {"description": "the job: `/v1/jobs/ID`", "required": True, "schema": {"type": "string"}}
+        },
+    }
+
+
+_ACCEPTED_RESPONSE = accepted_response("slow path: ")
 
 
 def choose_format(requested: str | None, accept: str | None) -> str:

@@ -13,8 +13,8 @@ from fastapi import APIRouter, File, Query, Request
 from fastapi.responses import Response
 
 from app.api.deps import ServiceDep, SettingsDep
-from app.api.routes.stylize import choose_format, image_or_accepted
-from app.api.schemas import BINARY, FilePart, JobOut, OutputFormat, error_responses
+from app.api.routes.stylize import accepted_response, choose_format, image_or_accepted
+from app.api.schemas import BINARY, FilePart, OutputFormat, error_responses
 from app.settings import Settings
 from model.imageio import MIN_SIDE
 from model.slow import TEXTURE_LAYERS
@@ -31,11 +31,7 @@ _IMAGE_RESPONSE = {
         "X-Inference-Ms": {"description": "milliseconds spent synthesizing", "schema": {"type": "string"}},
     },
 }
-_ACCEPTED_RESPONSE = {
-    "model": JobOut,
-    "description": "the job is queued or still running (its `message` says how to fetch the result)",
-    "headers": {"Location": {"description": "the job: `/v1/jobs/ID`", "required": True, "schema": {"type": "string"}}},
-}
+_ACCEPTED_RESPONSE = accepted_response()
 
 
 def build_router(settings: Settings) -> APIRouter:
