@@ -11,6 +11,11 @@ Per style, on held-out photos (longer side 320 px) against the style image
   (0 for the photo itself).
 - **total**: the training objective (`training.objective.transfer_loss`, with the
   bank's loss weights) of the output; for the photo it is the style term alone.
+- **per-layer ratio**: for each style layer on its own, ||G(out) - G(painting)||^2 /
+  ||G(photo) - G(painting)||^2. The absolute style ratio is >99 % relu4_1 with the
+  caffe VGG weights; here every layer counts equally, so a network that matches
+  colour and fine texture (relu1_1-relu3_1) but not the painting's large
+  structures (relu5_1) shows it. ``layer_mean`` is their mean over the five layers.
 
 Each is given for the network and for the slow path (`model.slow`, a bounded
 number of L-BFGS steps on the first photo(s)), the yardstick of what pixel
@@ -80,6 +85,12 @@ class StyleScores:
     content_change_slow: float | None = None
     total_slow: float | None = None
     slow_seconds: float | None = None
+    layer_ratios_net: dict[str, float] = field(default_factory=dict)  # per style layer, photo = 1
+    layer_ratios_slow: dict[str, float] | None = None
+
+    @property
+    def layer_mean_net(self) -> float:
+        return _mean(list(self.layer_ratios_net.values())) if self.layer_ratios_net else float("nan")
 
 
 @dataclass
@@ -97,6 +108,22 @@ class EvalReport:
             out[key] = sum(values) / len(values) if values else None
         return out
 
+    def layer_averages(self) -> dict[str, float]:
+        """Per style layer, the mean over styles of the network's per-layer ratio; plus ``layer_mean``."""
+        out = {layer: _mean([s.layer_ratios_net[layer] for s in self.styles]) for layer in STYLE_LAYERS}
+        out["layer_mean"] = _mean([s.layer_mean_net for s in self.styles])
+        return out
+
+    def layer_worst(self) -> dict[str, dict[str, Any]]:
+        """Per style layer (and ``layer_mean``), the style with the highest network ratio."""
+        out = {}
+        for layer in STYLE_LAYERS:
+            style = max(self.styles, key=lambda s, layer=layer: s.layer_ratios_net[layer])
+            out[layer] = {"name": style.name, "value": style.layer_ratios_net[layer]}
+        style = max(self.styles, key=lambda s: s.layer_mean_net)
+        out["layer_mean"] = {"name": style.name, "value": style.layer_mean_net}
+        return out
+
     def worst(self) -> dict[str, dict[str, Any]]:
         """The style with the highest (worst) value of each network metric."""
         out = {}
@@ -111,14 +138,16 @@ class EvalReport:
             "config": asdict(self.config),
             "seconds": round(self.seconds, 1),
             **self.info,
-            "styles": [asdict(s) for s in self.styles],
+            "styles": [{**asdict(s), "layer_mean_net": s.layer_mean_net} for s in self.styles],
             "average": self.averages(),
             "worst": self.worst(),
+            "layer_average": self.layer_averages(),
+            "layer_worst": self.layer_worst(),
         }
 
 
 def _score_keys() -> list[str]:
-    return [k for k in StyleScores.__dataclass_fields__ if k != "name"]
+    return [k for k in StyleScores.__dataclass_fields__ if k != "name" and not k.startswith("layer_ratios")]
 
 
 class _Features:
@@ -134,20 +163,33 @@ class _Features:
     def absolute_style_loss(self, grams: dict[str, torch.Tensor]) -> float:
         return style_loss(self.grams, grams).item()
 
+    def layer_distances(self, grams: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Per style layer, the absolute Gram distance to ``grams`` (each layer alone)."""
+        return {layer: style_loss({layer: self.grams[layer]}, {layer: grams[layer]}).item() for layer in STYLE_LAYERS}
+
 
 def _scores(
     image: _Features, photo: _Features, grams: dict[str, torch.Tensor], photo_style_loss: float, weights: LossWeights
-) -> dict[str, float]:
+) -> dict[str, Any]:
     _, terms = weighted_loss(image.image, image.grams, grams, image.content, photo.content, weights)
+    photo_layers = photo.layer_distances(grams)
     return {
         "style_ratio": image.absolute_style_loss(grams) / max(photo_style_loss, 1e-30),
         "content_change": content_change(image.content, photo.content).item(),
         "total": terms["total"],
+        "layers": {
+            layer: distance / max(photo_layers[layer], 1e-30)
+            for layer, distance in image.layer_distances(grams).items()
+        },
     }
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def _mean_layers(scores: list[dict[str, Any]]) -> dict[str, float]:
+    return {layer: _mean([s["layers"][layer] for s in scores]) for layer in STYLE_LAYERS}
 
 
 def evaluate(
@@ -206,8 +248,10 @@ def evaluate(
             total_net=_mean([s["total"] for s in net_scores]),
             total_photo=_mean(photo_totals),
             style_loss_photo=_mean(photo_losses),
+            layer_ratios_net=_mean_layers(net_scores),
         )
         if slow_scores:
+            scores.layer_ratios_slow = _mean_layers(slow_scores)
             scores.style_ratio_slow = _mean([s["style_ratio"] for s in slow_scores])
             scores.content_change_slow = _mean([s["content_change"] for s in slow_scores])
             scores.total_slow = _mean([s["total"] for s in slow_scores])
@@ -319,6 +363,7 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
     lines += ["", "Worst styles (network):", ""]
     for key, entry in report.worst().items():
         lines.append(f"- {key.replace('_', ' ')}: **{entry['name']}** ({_fmt(entry['value'])})")
+    lines += ["", *layer_table_markdown(report)]
     n_styles = len(style_names)
     pairs = blend_pairs(n_styles)
     lines += [
@@ -334,6 +379,40 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
         lines.append(f"Last row: the first photo, then blends at {', '.join(map(str, BLEND_WEIGHTS))} of {blends}.")
     lines += ["", f"Photos: {', '.join(report.photos)}. Evaluation took {report.seconds:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def layer_table_markdown(report: EvalReport) -> list[str]:
+    """The per-layer table: each style layer's ratio ||G(out) - G(p)||² / ||G(photo) - G(p)||² (network)."""
+    has_slow = any(s.layer_ratios_slow for s in report.styles)
+    header = [*STYLE_LAYERS, "mean"] + (["mean slow"] if has_slow else [])
+    lines = [
+        "## Per layer",
+        "",
+        "Each style layer alone: ||G(out) − G(painting)||² / ||G(photo) − G(painting)||² (photo = 1, lower is "
+        "closer), averaged over the photos; **mean** is the mean over the five layers, so every layer counts "
+        "equally (the absolute ratio above is almost all relu4_1). relu5_1 is where a painting's large "
+        "structures show.",
+        "",
+        "| style | " + " | ".join(header) + " |",
+        "| --- |" + " ---: |" * len(header),
+    ]
+    for scores in report.styles:
+        cells = [_fmt(scores.layer_ratios_net[layer]) for layer in STYLE_LAYERS] + [_fmt(scores.layer_mean_net)]
+        if has_slow:
+            slow = scores.layer_ratios_slow
+            cells.append(_fmt(_mean(list(slow.values())) if slow else None))
+        lines.append(f"| {scores.name} | " + " | ".join(cells) + " |")
+    averages, worst = report.layer_averages(), report.layer_worst()
+    keys = [*STYLE_LAYERS, "layer_mean"]
+    average_cells = [_fmt(averages[k]) for k in keys]
+    worst_cells = [f"{_fmt(worst[k]['value'])} ({worst[k]['name']})" for k in keys]
+    if has_slow:
+        slow_means = [_mean(list(s.layer_ratios_slow.values())) for s in report.styles if s.layer_ratios_slow]
+        average_cells.append(_fmt(_mean(slow_means)))
+        worst_cells.append("–")
+    lines.append("| **average** | " + " | ".join(average_cells) + " |")
+    lines.append("| **worst** | " + " | ".join(worst_cells) + " |")
+    return lines
 
 
 def write_report(report: EvalReport, out_dir: Path, style_names: list[str]) -> tuple[Path, Path]:

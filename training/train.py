@@ -126,7 +126,9 @@ def train(
     )
     network = TransformerNet(net_config).to(device)
     if config.init_bank:
-        network.load_state_dict(load_bank(config.init_bank).network.state_dict())
+        new_rows = init_from_bank(network, load_bank(config.init_bank), names)
+        if dist_info.is_main and new_rows:
+            log.info("styles not in %s start from the mean of its rows: %s", config.init_bank, ", ".join(new_rows))
     optimizer = torch.optim.Adam(_param_groups(network, config), lr=config.lr)
     step, history = 0, []
     state_path = out_dir / STATE_FILE
@@ -208,6 +210,28 @@ def train(
     return TrainResult(
         bank_dir=out_dir / BANK_DIR, step=step, history=history, interrupted=interrupted, is_main=dist_info.is_main
     )
+
+
+def init_from_bank(network: TransformerNet, bank, names: list[str]) -> list[str]:
+    """Load ``bank``'s convolutions into ``network`` and its style rows by name.
+
+    A style of ``names`` the bank does not have starts from the mean of the bank's
+    rows (as add-style does), so a bank can grow by new paintings without training
+    from scratch. Returns those new names. The architectures must match apart from
+    the number of styles."""
+    source = bank.network
+    if {**source.config.to_dict(), "n_styles": 0} != {**network.config.to_dict(), "n_styles": 0}:
+        raise ValueError(f"--init-bank {bank.path} has another architecture: {source.config} vs {network.config}")
+    index = {name: i for i, name in enumerate(bank.style_names)}
+    new_names = [name for name in names if name not in index]
+    state = {}
+    for key, value in source.state_dict().items():
+        if key.endswith((".gamma", ".beta")):
+            mean = value.mean(dim=0)
+            value = torch.stack([value[index[name]] if name in index else mean for name in names])
+        state[key] = value
+    network.load_state_dict(state)
+    return new_names
 
 
 def machine_description() -> dict[str, str | int | None]:

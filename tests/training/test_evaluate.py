@@ -9,6 +9,7 @@ from PIL import Image
 from app.cli import main as cli_main
 from model.bank import load_bank
 from model.imageio import image_to_tensor, load_image_file
+from model.losses import STYLE_LAYERS
 from tests.training.conftest import photo, write_paintings, write_photos, write_tiny_bank
 from training.evaluate import EvalConfig, evaluate, resolve_style_files, sheet_shape
 
@@ -54,16 +55,31 @@ def test_evaluate_command_writes_report_and_contact_sheet(setup, capsys):
     assert report["photos"] == ["photo_00.png", "photo_01.png"]
     for scores in report["styles"]:
         for key, value in scores.items():
-            if key != "name":
+            if key.startswith("layer_ratios"):
+                assert list(value) == list(STYLE_LAYERS) and all(v > 0 and math.isfinite(v) for v in value.values())
+            elif key != "name":
                 assert value is not None and math.isfinite(value), (key, value)
         assert scores["style_ratio_net"] > 0 and scores["content_change_net"] >= 0
+        assert scores["layer_mean_net"] == pytest.approx(sum(scores["layer_ratios_net"].values()) / 5)
     assert set(report["average"]) >= {"style_ratio_net", "style_ratio_slow", "content_change_net"}
     assert report["worst"]["style_ratio_net"]["name"] in NAMES
 
     markdown = (out / "report.md").read_text()
-    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    table = [line for line in markdown[: markdown.index("## Per layer")].splitlines() if line.startswith("| ")]
     assert table[0].startswith("| style | style ratio net | style ratio slow | content change net |")
     assert [line.split("|")[1].strip() for line in table[2:]] == [*NAMES, "**average**"]
+
+    # The per-layer table: one row per style, then the average and the worst style of each column.
+    layer_table = markdown[markdown.index("## Per layer") :].splitlines()
+    layer_rows = [line for line in layer_table if line.startswith("| ") and "---" not in line]
+    assert layer_rows[0] == "| style | relu1_1 | relu2_1 | relu3_1 | relu4_1 | relu5_1 | mean | mean slow |"
+    assert [line.split("|")[1].strip() for line in layer_rows[1:]] == [*NAMES, "**average**", "**worst**"]
+    worst_name = report["layer_worst"]["relu5_1"]["name"]
+    assert worst_name == max(report["styles"], key=lambda s: s["layer_ratios_net"]["relu5_1"])["name"]
+    assert f"({worst_name})" in layer_rows[-1]
+    assert report["layer_average"]["layer_mean"] == pytest.approx(
+        sum(s["layer_mean_net"] for s in report["styles"]) / len(NAMES)
+    )
 
     rows, columns = sheet_shape(2, len(NAMES))
     assert (rows, columns) == (3, 4)  # 2 photos + a blend row; original + 3 styles (or 3 blends)
@@ -94,6 +110,11 @@ def test_strength_moves_the_scores_toward_the_photo(setup, vgg, capsys):
     full = evaluate(bank, styles, photos, vgg, EvalConfig(**config)).averages()
     half = evaluate(bank, styles, photos, vgg, EvalConfig(strength=0.5, **config)).averages()
     assert half["content_change_net"] < full["content_change_net"]
+    # Almost the photo itself: every layer's ratio is close to the photo's 1, each layer on its own.
+    faint = evaluate(bank, styles, photos, vgg, EvalConfig(strength=0.01, **config))
+    for scores in faint.styles:
+        assert all(0.9 < ratio < 1.1 for ratio in scores.layer_ratios_net.values()), scores.layer_ratios_net
+    assert faint.layer_averages()["layer_mean"] == pytest.approx(1, abs=0.1)
     assert abs(half["style_ratio_net"] - 1) < abs(full["style_ratio_net"] - 1)  # the photo's ratio is 1
     with pytest.raises(ValueError, match="strength"):
         EvalConfig(strength=0)

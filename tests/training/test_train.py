@@ -115,3 +115,30 @@ def test_style_rows_learn_at_their_own_rate(data, tmp_path):
     assert 0.01 < fast_move <= 0.02 + 1e-6 and plain_move <= 1e-3 + 1e-6
     shared = [k for k in fast.state_dict() if k.endswith("conv.weight") or k.startswith("out_conv")]
     assert shared and all(torch.equal(fast.state_dict()[k], plain.state_dict()[k]) for k in shared)
+
+
+def test_a_bank_grows_by_new_paintings_from_an_existing_one(data, tmp_path):
+    """--init-bank with more styles: known styles keep their rows, new ones start from the mean row."""
+    from tests.training.conftest import write_tiny_bank
+    from training.train import init_from_bank
+
+    old_bank = load_bank(write_tiny_bank(tmp_path / "old", ["stripes_b", "gone"]))
+    extra = write_paintings(tmp_path / "more", ["stripes_b", "stripes_c"])  # painting_0 / painting_1 colours
+    styles = (data[1][0], str(extra[0]), str(extra[1]))
+    config = tiny_config(data, tmp_path / "grown", styles=styles, steps=1, lr=1e-12, init_bank=str(old_bank.path))
+    config = TrainConfig.from_dict({**config.to_dict(), "style_names": ["stripes_a", "stripes_b", "stripes_c"]})
+    network = load_bank(train(config, show_progress=False).bank_dir).network
+    for new, old in zip(network.norm_layers(), old_bank.network.norm_layers(), strict=True):
+        mean = old.gamma.mean(dim=0)
+        assert torch.allclose(new.gamma[1], old.gamma[0], atol=1e-6)  # stripes_b kept its row
+        assert torch.allclose(new.gamma[0], mean, atol=1e-6) and torch.allclose(new.gamma[2], mean, atol=1e-6)
+        assert not torch.allclose(new.gamma[1], mean, atol=1e-3)
+    shared = "encoder.0.conv.weight"
+    assert torch.allclose(network.state_dict()[shared], old_bank.network.state_dict()[shared], atol=1e-6)
+
+    # Another architecture is refused, by name.
+    from model.transformer import TransformerConfig, TransformerNet
+
+    wider = TransformerNet(TransformerConfig(n_styles=3, channels=(4, 8, 16), n_residual=1, outer_kernel=3))
+    with pytest.raises(ValueError, match="another architecture"):
+        init_from_bank(wider, old_bank, ["a", "b", "c"])
