@@ -16,6 +16,9 @@ Per style, on held-out photos (longer side 320 px) against the style image
   caffe VGG weights; here every layer counts equally, so a network that matches
   colour and fine texture (relu1_1-relu3_1) but not the painting's large
   structures (relu5_1) shows it. ``layer_mean`` is their mean over the five layers.
+- **palette distance**: total-variation distance between the RGB colour
+  histograms (8 bins per channel) of the output and of the painting: 0 = the same
+  colours in the same proportions, 1 = no colour in common. Given for the photo too.
 
 Each is given for the network and for the slow path (`model.slow`, a bounded
 number of L-BFGS steps on the first photo(s)), the yardstick of what pixel
@@ -85,6 +88,8 @@ class StyleScores:
     content_change_slow: float | None = None
     total_slow: float | None = None
     slow_seconds: float | None = None
+    palette_distance_net: float = float("nan")
+    palette_distance_photo: float = float("nan")
     layer_ratios_net: dict[str, float] = field(default_factory=dict)  # per style layer, photo = 1
     layer_ratios_slow: dict[str, float] | None = None
 
@@ -184,6 +189,22 @@ def _scores(
     }
 
 
+PALETTE_BINS = 8
+
+
+def colour_histogram(image: torch.Tensor, bins: int = PALETTE_BINS) -> torch.Tensor:
+    """Normalised joint RGB histogram (bins^3 entries) of a (1, 3, H, W) image in [0, 1]."""
+    index = (image[0].clamp(0, 1) * bins).long().clamp(max=bins - 1).reshape(3, -1)
+    flat = (index[0] * bins + index[1]) * bins + index[2]
+    counts = torch.bincount(flat, minlength=bins**3).double()
+    return counts / counts.sum()
+
+
+def palette_distance(image: torch.Tensor, painting_histogram: torch.Tensor) -> float:
+    """Total-variation distance between ``image``'s colour histogram and a painting's, in [0, 1]."""
+    return 0.5 * (colour_histogram(image.cpu()) - painting_histogram).abs().sum().item()
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -200,13 +221,19 @@ def evaluate(
     config: EvalConfig = EvalConfig(),
     photo_names: Sequence[str] = (),
     progress: Callable[[float], None] | None = None,
+    only: Sequence[str] | None = None,
 ) -> EvalReport:
-    """Score every style of ``bank`` on ``photos``; ``style_images`` are in bank order.
+    """Score every style of ``bank`` (or the ``only`` ones) on ``photos``; ``style_images`` are in
+    bank order (or in the order of ``only``).
 
     Images are (1, 3, H, W) in [0, 1]; they are downscaled to the config's sizes here.
     """
-    if len(style_images) != len(bank.styles):
-        raise ValueError(f"{len(style_images)} style images for a bank with {len(bank.styles)} styles")
+    names = list(bank.style_names) if only is None else list(only)
+    unknown = sorted(set(names) - set(bank.style_names))
+    if unknown:
+        raise ValueError(f"styles not in the bank: {', '.join(unknown)}")
+    if len(style_images) != len(names):
+        raise ValueError(f"{len(style_images)} style images for {len(names)} styles")
     if not photos:
         raise ValueError("evaluation needs at least one photo")
     started = time.monotonic()
@@ -220,9 +247,12 @@ def evaluate(
     )
     n_styles = len(bank.styles)
     results = []
-    for index, (info, style_image) in enumerate(zip(bank.styles, style_images, strict=True)):
+    for done, (name, style_image) in enumerate(zip(names, style_images, strict=True)):
+        index = bank.style_names.index(name)
         style = downscale_tensor(style_image.to(device, torch.float32), config.style_side)
         grams = target_grams(loss_network, style)
+        painting_histogram = colour_histogram(style.cpu())
+        palette_net, palette_photo = [], []
         weights = torch.nn.functional.one_hot(torch.tensor([index]), n_styles).float().to(net_device)
         net_scores, photo_totals, photo_losses, slow_scores, slow_seconds = [], [], [], [], 0.0
         for photo_index, (photo, features) in enumerate(zip(photos, photo_features, strict=True)):
@@ -231,6 +261,8 @@ def evaluate(
             photo_totals.append(_scores(features, features, grams, photo_loss, config.loss_weights)["total"])
             with torch.no_grad():
                 output = stylize_tensor(network, photo.to(net_device), weights, config.strength).to(device)
+            palette_net.append(palette_distance(output, painting_histogram))
+            palette_photo.append(palette_distance(photo, painting_histogram))
             net_scores.append(
                 _scores(_Features(loss_network, output), features, grams, photo_loss, config.loss_weights)
             )
@@ -242,12 +274,14 @@ def evaluate(
                     _scores(_Features(loss_network, slow), features, grams, photo_loss, config.loss_weights)
                 )
         scores = StyleScores(
-            name=info.name,
+            name=name,
             style_ratio_net=_mean([s["style_ratio"] for s in net_scores]),
             content_change_net=_mean([s["content_change"] for s in net_scores]),
             total_net=_mean([s["total"] for s in net_scores]),
             total_photo=_mean(photo_totals),
             style_loss_photo=_mean(photo_losses),
+            palette_distance_net=_mean(palette_net),
+            palette_distance_photo=_mean(palette_photo),
             layer_ratios_net=_mean_layers(net_scores),
         )
         if slow_scores:
@@ -257,9 +291,9 @@ def evaluate(
             scores.total_slow = _mean([s["total"] for s in slow_scores])
             scores.slow_seconds = slow_seconds
         results.append(scores)
-        log.info("evaluated %s: %s", info.name, {k: v for k, v in asdict(scores).items() if k != "name"})
+        log.info("evaluated %s: %s", name, {k: v for k, v in asdict(scores).items() if k != "name"})
         if progress is not None:
-            progress((index + 1) / n_styles)
+            progress((done + 1) / len(names))
     return EvalReport(styles=results, photos=list(photo_names), config=config, seconds=time.monotonic() - started)
 
 
@@ -323,6 +357,8 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
         ("total net", "total_net"),
         ("total slow", "total_slow"),
         ("total photo", "total_photo"),
+        ("palette net", "palette_distance_net"),
+        ("palette photo", "palette_distance_photo"),
     ]
     config = report.config
     lines = [
@@ -344,6 +380,8 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
         "- **style ratio**: absolute Gram style loss (relu1_1..relu5_1, equal weights) of the output / that of "
         "the unstylized photo (photo = 1; lower = closer to the painting).",
         "- **content change**: ||F(out) - F(photo)||² / ||F(photo)||² at relu4_2 (photo = 0).",
+        "- **palette**: total-variation distance between the RGB colour histograms (8³ bins) of the output "
+        "(net) or the photo and the painting (0 = the painting's colours in its proportions, 1 = none shared).",
         f"- **total**: the training objective (style {config.loss_weights.style:g} x relative Gram loss"
         + (
             " with layer weights " + ", ".join(f"{k} {v:g}" for k, v in config.loss_weights.style_layer_weights.items())

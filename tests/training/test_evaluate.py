@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 from PIL import Image
 
 from app.cli import main as cli_main
@@ -150,3 +151,34 @@ def test_style_files_resolve_from_files_folder_or_training_paths(setup):
         resolve_style_files(bank, None)  # this bank records no training paths
     bank.provenance["train_config"] = {"styles": [str(root / "paintings")]}
     assert resolve_style_files(bank, None) == paintings
+
+
+def test_palette_distance_counts_colours_in_their_proportions():
+    from training.evaluate import colour_histogram, palette_distance
+
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 0.9
+    blue = torch.zeros(1, 3, 8, 8)
+    blue[:, 2] = 0.9
+    half = torch.cat([red[..., :4], blue[..., 4:]], dim=-1)  # half red, half blue
+    assert colour_histogram(red).sum().item() == pytest.approx(1)
+    assert palette_distance(red, colour_histogram(red)) == 0
+    assert palette_distance(red, colour_histogram(blue)) == pytest.approx(1)
+    assert palette_distance(half, colour_histogram(red)) == pytest.approx(0.5)
+    # The same colours in another layout are the same palette.
+    assert palette_distance(half.flip(-1), colour_histogram(half)) == pytest.approx(0)
+
+
+def test_evaluate_scores_only_the_named_styles(setup, vgg):
+    _, bank_dir, paintings = setup
+    bank = load_bank(bank_dir)
+    style = image_to_tensor(load_image_file(paintings[2]))
+    photos = [photo(0)[None].float() / 255]
+    config = EvalConfig(slow_steps=0, photo_side=48, style_side=64)
+    one = evaluate(bank, [style], photos, vgg, config, only=[NAMES[2]])
+    every = evaluate(bank, [image_to_tensor(load_image_file(p)) for p in paintings], photos, vgg, config)
+    assert [s.name for s in one.styles] == [NAMES[2]]
+    assert one.styles[0].layer_ratios_net == pytest.approx(every.styles[2].layer_ratios_net)
+    assert 0 <= one.styles[0].palette_distance_net <= 1 and 0 <= one.styles[0].palette_distance_photo <= 1
+    with pytest.raises(ValueError, match="not in the bank"):
+        evaluate(bank, [style], photos, vgg, config, only=["nope"])
