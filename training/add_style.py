@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LEARNED_DIR = Path("learned")
 
 
+INIT_CHOICES = ("nearest", "mean")
+
+
 @dataclass(frozen=True)
 class AddStyleConfig:
     steps: int = 400
@@ -49,8 +52,13 @@ class AddStyleConfig:
     style_layers: tuple[str, ...] = STYLE_LAYERS
     content_layer: str = CONTENT_LAYER
     seed: int = 0
+    # Where the new row starts: "nearest" = the bank style whose output is already closest
+    # to the painting (by the same objective, on a few crops); "mean" = the average row.
+    init: str = "nearest"
 
     def __post_init__(self) -> None:
+        if self.init not in INIT_CHOICES:
+            raise ValueError(f"init must be one of {', '.join(INIT_CHOICES)}, got {self.init!r}")
         for name in ("steps", "batch_size", "image_size", "style_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -80,6 +88,41 @@ def mean_rows(network: TransformerNet) -> dict[str, torch.Tensor]:
         if hasattr(module, "gamma") and module is not network
         for part in ("gamma", "beta")
     }
+
+
+def bank_rows(network: TransformerNet, index: int) -> dict[str, torch.Tensor]:
+    """Style ``index``'s gamma/beta row of every normalization layer (keys as `mean_rows`)."""
+    return {
+        f"{name}.{part}": getattr(module, part).detach()[index].clone()
+        for name, module in network.named_modules()
+        if hasattr(module, "gamma") and module is not network
+        for part in ("gamma", "beta")
+    }
+
+
+@torch.no_grad()
+def nearest_style_index(
+    network: TransformerNet,
+    loss_network: VGG19Features,
+    content: torch.Tensor,
+    grams: dict[str, torch.Tensor],
+    config: "AddStyleConfig",
+) -> tuple[int, list[float]]:
+    """The bank style whose output on ``content`` (a batch of crops) scores lowest against
+    the painting's ``grams`` under the add-style objective; and every style's score.
+
+    A row that already gives roughly the painting's palette and strokes needs fewer
+    steps than the average row, whose output is a muddy mix of every style's colours."""
+    n_styles = network.config.n_styles
+    scores = []
+    for index in range(n_styles):
+        weights = torch.nn.functional.one_hot(torch.tensor([index] * len(content)), n_styles).float()
+        output = network(content, weights.to(content.device))
+        _, terms = transfer_loss(
+            loss_network, output, content, grams, config.loss_weights, config.style_layers, config.content_layer
+        )
+        scores.append(terms["total"])
+    return min(range(n_styles), key=scores.__getitem__), scores
 
 
 def _single_style_network(network: TransformerNet, rows: dict[str, torch.Tensor]) -> TransformerNet:
@@ -124,12 +167,20 @@ def learn_style(
         raise InvalidParameterError("at least one content photo is needed to learn a style")
 
     device = next(bank.network.parameters()).device
-    network = _single_style_network(bank.network, mean_rows(bank.network))
-    network.train()
     layers = tuple(config.style_layers)
     style = downscale_tensor(style.detach().to(device=device, dtype=torch.float32).clamp(0, 1), config.style_size)
     grams = target_grams(loss_network, style, layers)
     crops = ContentCrops(content, config.image_size, config.resize_range)
+    if config.init == "nearest":
+        # Scored on crops the steps below never draw (another seed stream), so the choice does not overfit them.
+        probe = crops.batch(config.batch_size, step_generator(config.seed, 1, 0)).to(device)
+        index, _ = nearest_style_index(bank.network, loss_network, probe, grams, config)
+        start_rows = bank_rows(bank.network, index)
+        log.info("add-style %s starts from the nearest bank style %s", name, bank.style_names[index])
+    else:
+        start_rows = mean_rows(bank.network)
+    network = _single_style_network(bank.network, start_rows)
+    network.train()
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=config.lr)
     style_weights = torch.ones(config.batch_size, 1, device=device)
 

@@ -22,7 +22,8 @@ Per style, on held-out photos (longer side 320 px) against the style image
 
 Each is given for the network and for the slow path (`model.slow`, a bounded
 number of L-BFGS steps on the first photo(s)), the yardstick of what pixel
-optimisation reaches. Writes report.md, report.json and contact_sheet.png.
+optimisation reaches. Writes report.md, report.json, contact_sheet.png and
+strokes.png (each style on the first photo at up to 1024 px, a crop at 1:1).
 """
 
 import json
@@ -49,6 +50,7 @@ from training.objective import weighted_loss
 log = logging.getLogger(__name__)
 
 METRICS = ("style_ratio", "content_change", "total")
+STROKE_PHOTO_SIDE = 1024  # longer side of the photo of strokes.png (downscaled only)
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,41 @@ def contact_sheet(network, photos: Sequence[torch.Tensor], path: Path, tile: int
     return path
 
 
+@torch.inference_mode()
+def stroke_sheet(
+    network, photo: torch.Tensor, names: Sequence[str], path: Path, crop: int = 256, columns: int = 6
+) -> Path:
+    """Every style on one photo, each shown as a ``crop`` x ``crop`` centre crop of the result at the
+    photo's own resolution (1:1, no resampling), so brush strokes can be judged; labelled by style."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    n_styles = network.config.n_styles
+    device = next(network.parameters()).device
+    image = (photo if photo.dim() == 4 else photo.unsqueeze(0)).to(device, torch.float32)
+    height, width = image.shape[-2:]
+    side_h, side_w = min(crop, height), min(crop, width)
+    top, left = (height - side_h) // 2, (width - side_w) // 2
+    tiles = []
+    for index in range(n_styles):
+        weights = torch.nn.functional.one_hot(torch.tensor([index]), n_styles).float().to(device)
+        output = stylize_tensor(network, image, weights)[0, :, top : top + side_h, left : left + side_w]
+        tiles.append(output.cpu())
+    label_h, pad = 18, 4
+    rows = -(-n_styles // columns)
+    sheet = Image.new("RGB", (columns * (side_w + pad) + pad, rows * (side_h + label_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=12)
+    for index, (tile, name) in enumerate(zip(tiles, names, strict=True)):
+        x = pad + (index % columns) * (side_w + pad)
+        y = pad + (index // columns) * (side_h + label_h + pad)
+        array = tile.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+        sheet.paste(Image.fromarray(array), (x, y + label_h))
+        draw.text((x + 2, y + 2), name if len(name) <= 40 else name[:39] + "…", fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -409,6 +446,11 @@ def report_markdown(report: EvalReport, style_names: list[str]) -> str:
         "## Contact sheet",
         "",
         "![contact sheet](contact_sheet.png)",
+        "",
+        "Strokes at full resolution: every style on the first photo (longer side up to 1024 px), a 256 px "
+        "centre crop of the result at 1:1:",
+        "",
+        "![strokes](strokes.png)",
         "",
         "Columns: original, then " + ", ".join(style_names) + ".",
     ]
@@ -563,6 +605,9 @@ def evaluate_cli(args) -> int:
     )
     out = Path(args.out)
     sheet = contact_sheet(bank.network, photos, out / "contact_sheet.png", tile=config.sheet_tile)
+    # Strokes are judged at a size users get (up to 1024 px), not at the metrics' 320 px.
+    stroke_photo = image_to_tensor(load_image_file(photo_files[0], max_side=STROKE_PHOTO_SIDE))
+    strokes = stroke_sheet(bank.network, stroke_photo, bank.style_names, out / "strokes.png")
     md_path, json_path = write_report(report, out, bank.style_names)
     averages = report.averages()
     print(
@@ -570,6 +615,6 @@ def evaluate_cli(args) -> int:
         f"content change net {_fmt(averages['content_change_net'])} "
         f"(slow {_fmt(averages['content_change_slow'])}) over {len(report.styles)} styles"
     )
-    for path in (md_path, json_path, sheet):
+    for path in (md_path, json_path, sheet, strokes):
         print(str(path))
     return 0

@@ -82,6 +82,10 @@ def test_evaluate_command_writes_report_and_contact_sheet(setup, capsys):
         sum(s["layer_mean_net"] for s in report["styles"]) / len(NAMES)
     )
 
+    with Image.open(out / "strokes.png") as strokes:  # 3 styles in one row of 6 columns, 48 x 64 crops at 1:1
+        assert strokes.size == (6 * (64 + 4) + 4, 48 + 18 + 4 + 4)
+        assert len(set(strokes.crop((4, 4 + 18, 4 + 64, 4 + 18 + 48)).getdata())) > 10  # a picture, not blank
+        assert strokes.getpixel((5 * 68 + 10, 40)) == (255, 255, 255)  # the unused columns are blank
     rows, columns = sheet_shape(2, len(NAMES))
     assert (rows, columns) == (3, 4)  # 2 photos + a blend row; original + 3 styles (or 3 blends)
     with Image.open(out / "contact_sheet.png") as sheet:
