@@ -51,10 +51,10 @@ class Settings(BaseSettings):
         "with whole-image normalisation statistics (more = a little faster, more memory per inference)",
     )
     tile_stats_side: int = Field(
-        1024,
+        768,
         ge=64,
-        description="the longer side of the thumbnail whose statistics every tile is normalised with "
-        "(more = closer to a one-pass result, slower)",
+        description="the longer side of the thumbnail whose statistics (corrected for the detail shrinking "
+        "loses) every tile is normalised with (more = closer to a one-pass result, slower)",
     )
 
     png_compress_level: int = Field(

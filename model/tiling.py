@@ -8,6 +8,13 @@ one tile goes through the wrapped runner as it is. A larger one goes in two step
    one plain pass over the image shrunk to ``stats_side`` records the mean and variance every
    norm layer sees. A tile normalised with its own statistics would get its own contrast and
    colour cast (visible as blocks); with the thumbnail's, every tile is normalised alike.
+   A thumbnail alone is biased: shrinking removes fine detail, so the early layers' variances
+   (and some means) come out lower than the full-size image's (35 dB against a one-pass run at
+   1536 px). The bias is measured and removed: a **mosaic** of 3 x 3 crops of the image at full
+   size (336 px each) is run once as it is and once shrunk by the thumbnail's factor; per channel,
+   the full-size mosaic's variance over the shrunk one's scales the thumbnail's variance, and the
+   difference of their means shifts its mean (45 dB at 1536 px, for about 0.8 MP more work than
+   the thumbnail's 0.6 MP).
 2. **Tiles** of about ``tile_side`` px, each run with those statistics. Tiles start on the
    network's stride grid and overlap by twice the network's receptive radius plus a ramp:
    a tile's outer ``margin`` px (which see the tile's padding instead of the neighbouring
@@ -30,7 +37,10 @@ from model.runner import Runner, StatsRunner
 from model.transformer import STRIDE
 
 DEFAULT_TILE_SIDE = 1152  # largest tile side (px): an image up to this size is one plain pass
-DEFAULT_STATS_SIDE = 1024  # the thumbnail's longer side for the statistics pass
+DEFAULT_STATS_SIDE = 768  # the thumbnail's longer side for the statistics pass
+MOSAIC_GRID = 3  # the resolution correction's mosaic: this many crops along each axis ...
+MOSAIC_CROP = 336  # ... of this side (px, at full size)
+VAR_RATIO_RANGE = (0.25, 4.0)  # a channel's variance correction is bounded (a flat mosaic says little)
 THUMBNAIL_MIN_SIDE = 16  # as model.imageio.MIN_SIDE: enough for the network's reflection padding
 RAMP = 16  # px over which neighbouring tiles are cross-faded, beyond the dropped margins
 
@@ -119,8 +129,8 @@ class TilingRunner:
                 else:
                     region.lerp_(tile.float(), alpha.to(region.device))
 
-            thumbnail = _shrink_tensor(single, self.stats_side)
-            self._tiles((height, width), thumbnail, style_weights[b : b + 1], read, write)
+            stats = self._stats_tensor(single, style_weights[b : b + 1])
+            self._tiles((height, width), stats, style_weights[b : b + 1], read, write)
         return output.to(image.dtype)
 
     # -- uint8 images in and out: what the service and the CLI use -----------------------------------------------------
@@ -144,20 +154,70 @@ class TilingRunner:
                 pixels = before.lerp_(pixels, alpha.to(pixels.device))
             canvas[top:bottom, left:right] = pixels.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
-        thumbnail = _to_tensor(np.asarray(_shrink_image(image, self.stats_side)), self.device, self.dtype)
-        self._tiles((height, width), thumbnail, style_weights, read, write)
+        self._tiles((height, width), self.stats_for_image(image, style_weights), style_weights, read, write)
         return canvas
+
+    # -- whole-image statistics: a thumbnail, corrected for what shrinking loses ---------------------------------------
+
+    def stats_for_image(self, image: Image.Image, style_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, var) every norm layer is given for the tiles of ``image``: the thumbnail's, corrected."""
+
+        def tensor(picture: Image.Image) -> torch.Tensor:
+            return _to_tensor(np.asarray(picture), self.device, self.dtype)
+
+        thumbnail = tensor(_shrink_image(image, self.stats_side))
+        crops, grid = mosaic_boxes(image.height, image.width)
+        mosaic = Image.new("RGB", (grid[1], grid[0]))
+        for (top, bottom, left, right), (at_top, at_left) in crops:
+            mosaic.paste(image.crop((left, top, right, bottom)), (at_left, at_top))
+        shrunk = _shrunk_mosaic_size(image.height, image.width, grid, self.stats_side)
+        small = (
+            None if shrunk is None else tensor(mosaic.resize(shrunk[::-1], Image.Resampling.LANCZOS, reducing_gap=3.0))
+        )
+        return self._corrected_stats(thumbnail, tensor(mosaic) if small is not None else None, small, style_weights)
+
+    def _stats_tensor(self, image: torch.Tensor, style_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = image.shape[-2:]
+        thumbnail = _shrink_tensor(image, self.stats_side)
+        crops, grid = mosaic_boxes(height, width)
+        mosaic = image.new_empty((1, 3, *grid))
+        for (top, bottom, left, right), (at_top, at_left) in crops:
+            mosaic[..., at_top : at_top + bottom - top, at_left : at_left + right - left] = image[
+                ..., top:bottom, left:right
+            ]
+        shrunk = _shrunk_mosaic_size(height, width, grid, self.stats_side)
+        small = None
+        if shrunk is not None:
+            small = F.interpolate(mosaic.float(), size=shrunk, mode="bilinear", antialias=True, align_corners=False)
+            small = small.clamp(0, 1).to(image.dtype)
+        return self._corrected_stats(thumbnail, mosaic if small is not None else None, small, style_weights)
+
+    def _corrected_stats(
+        self,
+        thumbnail: torch.Tensor,
+        mosaic: torch.Tensor | None,
+        small_mosaic: torch.Tensor | None,
+        style_weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The thumbnail's statistics, with each channel's mean shifted and variance scaled by how the
+        full-size mosaic's differ from the shrunk mosaic's (None: no correction, e.g. a thin image)."""
+        mean, var = self.inner.norm_stats(thumbnail, style_weights)
+        if mosaic is None or small_mosaic is None:
+            return mean, var
+        full_mean, full_var = self.inner.norm_stats(mosaic, style_weights)
+        small_mean, small_var = self.inner.norm_stats(small_mosaic, style_weights)
+        ratio = (full_var / small_var.clamp_min(1e-12)).clamp(*VAR_RATIO_RANGE)
+        return mean + (full_mean - small_mean), var * ratio
 
     def _tiles(
         self,
         size: tuple[int, int],
-        thumbnail: torch.Tensor,
+        stats: tuple[torch.Tensor, torch.Tensor],
         style_weights: torch.Tensor,
         read: ReadTile,
         write: WriteTile,
     ) -> None:
-        mean, var = self.inner.norm_stats(thumbnail, style_weights)
-        del thumbnail
+        mean, var = stats
         rows = tile_spans(size[0], self.tile_side, self.margin, self.ramp)
         columns = tile_spans(size[1], self.tile_side, self.margin, self.ramp)
         for row in range(len(rows)):
@@ -168,6 +228,31 @@ class TilingRunner:
                 tile = self.inner.run_with_stats(read(box), style_weights, mean, var)
                 kept = tile[..., top - box[0] : bottom - box[0], left - box[2] : right - box[2]]
                 write((top, bottom, left, right), kept, _outer(alpha_y, alpha_x, bottom - top, right - left))
+
+
+def mosaic_boxes(height: int, width: int) -> tuple[list[tuple[Box, tuple[int, int]]], tuple[int, int]]:
+    """The full-size crops of the resolution correction's mosaic (`MOSAIC_GRID` per axis, spread
+    evenly from edge to edge, `MOSAIC_CROP` px or the image's side if smaller), each with its
+    (top, left) in the mosaic; and the mosaic's (height, width)."""
+    crop_h, crop_w = min(MOSAIC_CROP, height), min(MOSAIC_CROP, width)
+    tops = [round(i * (height - crop_h) / (MOSAIC_GRID - 1)) for i in range(MOSAIC_GRID)]
+    lefts = [round(i * (width - crop_w) / (MOSAIC_GRID - 1)) for i in range(MOSAIC_GRID)]
+    crops = [
+        ((top, top + crop_h, left, left + crop_w), (row * crop_h, column * crop_w))
+        for row, top in enumerate(tops)
+        for column, left in enumerate(lefts)
+    ]
+    return crops, (MOSAIC_GRID * crop_h, MOSAIC_GRID * crop_w)
+
+
+def _shrunk_mosaic_size(height: int, width: int, grid: tuple[int, int], stats_side: int) -> tuple[int, int] | None:
+    """The mosaic's (height, width) shrunk by the thumbnail's factor; None when there is nothing to
+    correct (the image is its own thumbnail) or too little left to measure (under 16 px a side)."""
+    scale = stats_side / max(height, width)
+    if scale >= 1:
+        return None
+    size = (round(grid[0] * scale), round(grid[1] * scale))
+    return size if min(size) >= THUMBNAIL_MIN_SIDE else None
 
 
 def _outer(alpha_y: torch.Tensor | None, alpha_x: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
