@@ -19,6 +19,7 @@ The learned rows are kept next to the results (``--keep DIR``) for a look at the
 
 import argparse
 import json
+import logging
 import platform
 import shlex
 import sys
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, help="also write the learned styles here")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "learned_styles.json")
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("training.add_style").setLevel(logging.INFO)  # which bank style each one starts from
     if args.threads:
         torch.set_num_threads(args.threads)
 

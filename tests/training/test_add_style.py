@@ -208,3 +208,28 @@ def test_add_style_output_file_must_carry_the_style_name(tmp_path):
     assert _output_path(tmp_path, "mine") == tmp_path / "mine.safetensors"
     with pytest.raises(CinstyleError, match="must be named mine.safetensors"):
         _output_path(tmp_path / "theirs.safetensors", "mine")
+
+
+def test_learning_starts_from_the_bank_style_nearest_to_the_painting(bank, vgg, content):
+    """A 'painting' that is the bank's second style applied to a photo: that style is the nearest, and
+    learning starts from its row (with a negligible step, the result is that row)."""
+    from training.add_style import bank_rows, nearest_style_index
+
+    photo_batch = torch.stack([c[:, :32, :32] for c in content]).float().div(255)
+    with torch.no_grad():
+        second = bank.network(photo_batch[:1], torch.tensor([[0.0, 1.0, 0.0]]))
+    grams = target_grams(vgg, second)
+    index, scores = nearest_style_index(bank.network, vgg, photo_batch[:1], grams, CONFIG)
+    assert index == 1 and len(scores) == 3 and scores[1] < min(scores[0], scores[2])
+
+    config = AddStyleConfig(steps=1, batch_size=2, image_size=32, style_size=64, lr=1e-9)
+    rows = learn_style(bank, second, "from_second", vgg, content, config)
+    start = bank_rows(bank.network, 1)
+    assert all(torch.allclose(rows[k], start[k], atol=1e-6) for k in rows)
+    mean = learn_style(bank, second, "from_mean", vgg, content, AddStyleConfig(**{**config.to_dict(), "init": "mean"}))
+    assert any(not torch.allclose(mean[k], start[k], atol=1e-3) for k in mean)
+
+
+def test_config_rejects_an_unknown_start():
+    with pytest.raises(ValueError, match="init must be one of nearest, mean"):
+        AddStyleConfig(init="random")
