@@ -106,9 +106,11 @@ def quality(backend: str, side: int = 1536) -> dict:
     photo = mosaic(side)
     one_pass = TilingRunner(base, tile_side=1 << 16).stylize_array(photo, weights)
     row = {"backend": backend, "side": side}
-    for stats_side in (512, DEFAULT_STATS_SIDE, side):
-        tiled = TilingRunner(base, stats_side=stats_side).stylize_array(photo, weights)
-        row[f"psnr_db_stats_side_{stats_side}"] = round(psnr(tiled, one_pass), 2)
+    for stats_side in (512, DEFAULT_STATS_SIDE, 1024, side):
+        for correct in (True, False):
+            tiled = TilingRunner(base, stats_side=stats_side, correct_stats=correct).stylize_array(photo, weights)
+            key = f"psnr_db_stats_side_{stats_side}" + ("" if correct else "_uncorrected")
+            row[key] = round(psnr(tiled, one_pass), 2)
     print(f"  {backend:5} {side} px  {row}", flush=True)
     return row
 

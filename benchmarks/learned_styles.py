@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         default_content_images,
         learn_style,
     )
+    from training.config import LossWeights
     from training.data import list_content_images, load_images, photo_load_side, style_name_from_path
     from training.evaluate import EvalConfig, evaluate, resolve_style_files
 
@@ -63,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learn-content", type=Path, default=None, help="photos to learn on (default: the service's)")
     parser.add_argument("--steps", type=int, default=None, help="default: the service's learn_steps")
     parser.add_argument("--init", choices=INIT_CHOICES, default=AddStyleConfig.init)
+    parser.add_argument(
+        "--style-layer-weight",
+        action="append",
+        default=None,
+        metavar="LAYER=W",
+        help="learn with this style layer weight instead of the bank's (repeatable; an experiment, not the service)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="also write the learned styles here")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "learned_styles.json")
@@ -75,12 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     bank = load_bank(args.bank)
     image_size = settings.learn_image_size
+    loss_weights = bank_loss_weights(bank)
+    if args.style_layer_weight:
+        layers = dict(loss_weights.style_layer_weights)
+        for item in args.style_layer_weight:
+            layer, _, weight = item.partition("=")
+            layers[layer] = float(weight)
+        loss_weights = LossWeights.from_dict({**loss_weights.to_dict(), "style_layer_weights": layers})
     config = AddStyleConfig(
         steps=args.steps or settings.learn_steps,
         batch_size=settings.learn_batch_size,
         image_size=image_size,
         resize_range=bank_resize_range(bank, image_size),
-        loss_weights=bank_loss_weights(bank),
+        loss_weights=loss_weights,
         style_size=settings.style_image_side,
         init=args.init,
     )

@@ -94,9 +94,12 @@ class TilingRunner:
         stats_side: int = DEFAULT_STATS_SIDE,
         ramp: int = RAMP,
         margin: int | None = None,
+        correct_stats: bool = True,
     ) -> None:
         """``margin``: tile pixels dropped at inner tile borders (default: the network's receptive radius,
-        which makes the kept pixels exact; smaller values are only for showing what goes wrong)."""
+        which makes the kept pixels exact; smaller values are only for showing what goes wrong).
+        ``correct_stats=False`` uses the thumbnail's statistics as they are (to measure what the
+        mosaic correction buys)."""
         if not isinstance(inner, StatsRunner):
             raise TypeError(f"tiling needs a runner that takes norm statistics, got {type(inner).__name__}")
         self.inner = inner
@@ -108,6 +111,7 @@ class TilingRunner:
             raise ValueError(f"tile_side must be at least {smallest} for this network, got {tile_side}")
         self.tile_side = tile_side
         self.stats_side = stats_side
+        self.correct_stats = correct_stats
 
     # -- the Runner protocol: float tensors in and out ----------------------------------------------------------------
 
@@ -202,7 +206,7 @@ class TilingRunner:
         """The thumbnail's statistics, with each channel's mean shifted and variance scaled by how the
         full-size mosaic's differ from the shrunk mosaic's (None: no correction, e.g. a thin image)."""
         mean, var = self.inner.norm_stats(thumbnail, style_weights)
-        if mosaic is None or small_mosaic is None:
+        if mosaic is None or small_mosaic is None or not self.correct_stats:
             return mean, var
         full_mean, full_var = self.inner.norm_stats(mosaic, style_weights)
         small_mean, small_var = self.inner.norm_stats(small_mosaic, style_weights)
