@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     slow_max_side: int = Field(512, ge=16, description="the slow path works at most at this size")
     slow_steps: int = Field(200, ge=1)
     slow_time_limit_s: float = Field(120.0, gt=0)
-    learn_steps: int = Field(400, ge=1)
+    learn_steps: int = Field(200, ge=1, description="steps of learning a style (it starts from the nearest bank style)")
     learn_batch_size: int = Field(4, ge=1)
     learn_image_size: int = Field(128, ge=32)
     style_image_side: int = Field(512, ge=16, description="style images are downscaled to this for Gram targets")

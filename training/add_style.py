@@ -40,7 +40,7 @@ INIT_CHOICES = ("nearest", "mean")
 
 @dataclass(frozen=True)
 class AddStyleConfig:
-    steps: int = 400
+    steps: int = 200  # from the nearest bank style: as good as 400 from the mean row (benchmarks/learned_styles.py)
     batch_size: int = 4
     image_size: int = 128  # square content crop side
     resize_range: tuple[int, int] | None = None  # photos' shorter side before cropping, as TrainConfig's
