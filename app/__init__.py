@@ -1,1 +1,3 @@
 """The cinstyle HTTP service and the `cinstyle` command line. No maths here."""
+
+import model  # noqa: F401, E402 - first: sets torch's CPU memory settings before torch loads

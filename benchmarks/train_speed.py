@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.provenance import provenance
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "results": rows,
+        **provenance("python -m benchmarks.train_speed", argv),
     }
     print(
         f"training speed on {result['device']} ({result['cpu']}, {result['torch_threads']} threads), "

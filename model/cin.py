@@ -36,14 +36,22 @@ class ConditionalInstanceNorm2d(nn.Module):
                 f"got {tuple(style_weights.shape)}"
             )
         weights = style_weights.to(self.gamma.dtype)
-        gamma = weights @ self.gamma  # (B, C)
-        beta = weights @ self.beta
+        gamma, beta = weights @ self.gamma, weights @ self.beta  # (B, C)
+        if gamma.dtype != x.dtype:  # (a no-op cast confuses the ONNX exporter's instance norm)
+            gamma, beta = gamma.to(x.dtype), beta.to(x.dtype)
         if stats is None:
-            out = nn.functional.instance_norm(x, eps=self.eps)
-        else:
-            mean, var = (s.to(x.dtype)[:, :, None, None] for s in stats)
-            out = (x - mean) * torch.rsqrt(var + self.eps)
-        return out * gamma[:, :, None, None].to(x.dtype) + beta[:, :, None, None].to(x.dtype)
+            # One fused pass: instance norm of B samples x C channels is instance norm of one sample with B*C
+            # channels, and then each (sample, channel) gets its own affine gamma, beta.
+            b, c, h, w = x.shape
+            flat = nn.functional.instance_norm(
+                x.reshape(1, b * c, h, w), weight=gamma.reshape(-1), bias=beta.reshape(-1), eps=self.eps
+            )
+            return flat.reshape(b, c, h, w)
+        # Given statistics fold into one scale and shift per channel: one full-size pass instead of four.
+        mean, var = (s.to(x.dtype) for s in stats)
+        scale = gamma * torch.rsqrt(var + self.eps)
+        shift = beta - mean * scale
+        return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
 
 
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

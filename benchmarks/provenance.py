@@ -1,0 +1,38 @@
+"""Where a benchmark result came from: the command, the commit, the machine and the date (every results file
+records them, so a figure in the docs can be traced to its run)."""
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def provenance(command: str, argv: list[str] | None = None) -> dict:
+    """``command``: how the script is started (e.g. ``python -m benchmarks.latency``); ``argv`` its arguments
+    (default: this process's)."""
+    import torch
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    arguments = sys.argv[1:] if argv is None else argv
+    return {
+        "command": " ".join([command, *arguments]),
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+    }
