@@ -119,7 +119,9 @@ class TilingRunner:
         height, width = image.shape[-2:]
         if max(height, width) <= self.tile_side:
             return self.inner(image, style_weights)
-        output = torch.empty(image.shape, dtype=torch.float32, device=self.device)
+        # Zeros, not empty: a tile's inner part is blended in with weight 1 over what is there, and
+        # 1 x NaN is NaN (uninitialised memory can hold NaNs; fresh pages happened to be zero).
+        output = torch.zeros(image.shape, dtype=torch.float32, device=self.device)
         for b in range(image.shape[0]):
             single = image[b : b + 1]
 
