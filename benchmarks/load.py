@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from app.settings import Settings  # noqa: E402
+from benchmarks.provenance import git_commit  # noqa: E402, F401 - also imported from here
 from model.bank import DEFAULT_BANK_DIR, StyleInfo, load_bank, save_bank  # noqa: E402
 from model.stylize import stylize_tensor  # noqa: E402
 from model.transformer import TransformerConfig, TransformerNet  # noqa: E402
@@ -111,15 +112,6 @@ def bare_model(
             torch.cuda.synchronize()
         latencies.append(time.perf_counter() - t0)
     return summarize(latencies, time.perf_counter() - started) | {"threads": torch.get_num_threads()}
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def free_port() -> int:

@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.load import free_port, test_image  # noqa: E402
+from benchmarks.provenance import git_commit  # noqa: E402, F401 - also imported from here
 from model.bank import DEFAULT_BANK_DIR  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "memory.json"
@@ -177,15 +178,6 @@ def run_scenario(repo: Path, scenario: dict, settle_s: float) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "alive_after": alive,
     }
-
-
-def git_commit(repo: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,21 +11,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def git_commit(repo: Path = REPO) -> str:
+    """The short commit of ``repo``'s HEAD ("unknown" outside a git checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def provenance(command: str, argv: list[str] | None = None) -> dict:
     """``command``: how the script is started (e.g. ``python -m benchmarks.latency``); ``argv`` its arguments
     (default: this process's)."""
     import torch
 
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     arguments = sys.argv[1:] if argv is None else argv
     return {
         "command": " ".join([command, *arguments]),
-        "commit": commit,
+        "commit": git_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {
             "cpus": os.cpu_count(),
