@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from model.cpu_memory import reexec_with_huge_page_malloc
 from model.errors import CinstyleError
 
 
@@ -386,6 +387,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and args.command in ("serve", "worker"):
+        reexec_with_huge_page_malloc()  # once, before anything starts (model.cpu_memory says why)
     verbose = args.verbose or args.command in ("train", "serve", "worker")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

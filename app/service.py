@@ -202,6 +202,7 @@ class Service:
             threads=torch.get_num_threads(),
             tile_side=self.settings.tile_side,
             stats_side=self.settings.tile_stats_side,
+            keep_memory_pixels=self.settings.onnx_keep_memory_pixels,
             wrap=(lambda base: BatchedRunner(base, self.batcher)) if batching else None,
         )
 

@@ -262,4 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from model.cpu_memory import reexec_with_huge_page_malloc
+
+    reexec_with_huge_page_malloc()  # as `cinstyle serve` runs; the peers get the same process settings
     raise SystemExit(main())

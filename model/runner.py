@@ -81,14 +81,18 @@ def as_runner(network: "TransformerNet | Runner") -> Runner:
     return network
 
 
-def make_base_runner(network: TransformerNet, backend: str, threads: int | None = None) -> StatsRunner:
-    """The whole-image runner of ``backend`` for ``network`` (the onnx export is built here: ~1 s)."""
+def make_base_runner(
+    network: TransformerNet, backend: str, threads: int | None = None, keep_memory_pixels: int | None = None
+) -> StatsRunner:
+    """The whole-image runner of ``backend`` for ``network`` (the onnx export is built here: ~1 s).
+    ``keep_memory_pixels``: see `model.onnx_backend.OnnxNetwork` (None: its default)."""
     if backend == "torch":
         return TorchRunner(network)
     if backend == "onnx":
-        from model.onnx_backend import OnnxNetwork
+        from model.onnx_backend import KEEP_MEMORY_PIXELS, OnnxNetwork
 
-        return OnnxNetwork(network, threads=threads)
+        keep = KEEP_MEMORY_PIXELS if keep_memory_pixels is None else keep_memory_pixels
+        return OnnxNetwork(network, threads=threads, keep_memory_pixels=keep)
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
 
@@ -99,13 +103,14 @@ def make_runner(
     tile_side: int | None = None,
     stats_side: int | None = None,
     wrap: "Callable[[StatsRunner], StatsRunner] | None" = None,
+    keep_memory_pixels: int | None = None,
 ) -> Runner:
     """What the service runs: ``backend``'s runner inside a `model.tiling.TilingRunner` (images larger than
     ``tile_side`` go through in tiles normalised with the statistics of a ``stats_side`` thumbnail).
     ``wrap`` puts something between the two (the service's request batcher). Call it off the event loop."""
     from model.tiling import DEFAULT_STATS_SIDE, DEFAULT_TILE_SIDE, TilingRunner
 
-    base = make_base_runner(network, backend, threads)
+    base = make_base_runner(network, backend, threads, keep_memory_pixels)
     return TilingRunner(
         wrap(base) if wrap is not None else base,
         tile_side=tile_side or DEFAULT_TILE_SIDE,

@@ -87,3 +87,16 @@ def test_a_failed_onnx_export_is_reported_by_readyz_not_loading_forever(tmp_path
         assert server.client.get("/healthz").status_code == 200  # alive for diagnosis
     finally:
         server.stop()
+
+
+def test_the_server_process_runs_with_huge_page_malloc(server_factory, tiny_bank):
+    # `cinstyle serve` re-executes itself once with glibc's malloc asking for huge pages (model.cpu_memory).
+    from model.cpu_memory import huge_page_malloc_environ
+
+    server = server_factory(tiny_bank, "tunables", concurrency=1)
+    environ = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{server.process.pid}/environ").read_text().split("\0") if entry
+    )
+    expected = huge_page_malloc_environ(server.env()) or server.env()
+    assert environ.get("GLIBC_TUNABLES") == expected.get("GLIBC_TUNABLES")
+    assert server.client.get("/readyz").status_code == 200  # and it serves after the re-exec
