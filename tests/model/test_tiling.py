@@ -10,7 +10,16 @@ from PIL import Image
 from model.bank import DEFAULT_BANK_DIR, load_bank
 from model.onnx_backend import OnnxNetwork, onnx_backend_available
 from model.runner import TorchRunner, make_runner
-from model.tiling import MOSAIC_CROP, MOSAIC_GRID, RAMP, TilingRunner, mosaic_boxes, tile_spans
+from model.tiling import (
+    MARGIN_TOLERANCE,
+    MOSAIC_CROP,
+    MOSAIC_GRID,
+    RAMP,
+    TilingRunner,
+    measure_margin,
+    mosaic_boxes,
+    tile_spans,
+)
 from model.transformer import STRIDE, TransformerConfig, TransformerNet, receptive_radius
 
 needs_onnx = pytest.mark.skipif(not onnx_backend_available(), reason="onnx/onnxruntime not installed")
@@ -247,3 +256,51 @@ def test_thin_images_go_through_in_tiles(size):
     runner = TilingRunner(TorchRunner(network), tile_side=256, stats_side=256)
     pixels = runner.stylize_array(textured(*size, contrast_step=False), torch.tensor([[1.0, 0.0]]))
     assert pixels.shape == (size[1], size[0], 3)
+
+
+class _NoisyOutputs:
+    """A runner whose outputs carry rounding-like noise (as fp16's): no margin is within tolerance."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.device, self.dtype, self.n_styles = inner.device, inner.dtype, inner.n_styles
+        self.receptive_radius = inner.receptive_radius
+
+    def __call__(self, image, weights):
+        return self.inner(image, weights)
+
+    def norm_stats(self, image, weights):
+        return self.inner.norm_stats(image, weights)
+
+    def run_with_stats(self, image, weights, mean, var):
+        output = self.inner.run_with_stats(image, weights, mean, var)
+        return output + 2e-3 * torch.rand(output.shape)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("onnx", marks=needs_onnx)])
+def test_the_margin_is_measured_on_the_weights_and_holds_its_tolerance(backend):
+    bank = load_bank(DEFAULT_BANK_DIR)
+    base = _runners(bank.network, backend)
+    radius = math.ceil(base.receptive_radius / STRIDE) * STRIDE
+    margin = measure_margin(base)
+    assert margin % STRIDE == 0 and 0 < margin < radius  # the bundled bank: 44 of 56 px
+    assert measure_margin(base, tolerance=1e-2) <= margin <= measure_margin(base, tolerance=1e-4) <= radius
+    assert TilingRunner(base).margin == margin
+    # With it, a tiled photo is what one pass with the same statistics gives, to within the tolerance.
+    skimage_data = pytest.importorskip("skimage.data")
+    image = tensor_from(Image.fromarray(skimage_data.astronaut()).resize((512, 512), Image.Resampling.LANCZOS))
+    weights = torch.eye(base.n_styles)[6:7]  # the style whose borders reach furthest in
+    runner = TilingRunner(base, tile_side=2 * (2 * radius + RAMP), stats_side=512)
+    assert len(tile_spans(512, runner.tile_side, runner.margin)) >= 3
+    one_pass = base.run_with_stats(image, weights, *base.norm_stats(image, weights))
+    assert (runner(image, weights) - one_pass).abs().max().item() <= 2 * MARGIN_TOLERANCE
+    # too small a margin is visibly off: what the measurement protects
+    narrow = TilingRunner(base, tile_side=runner.tile_side, stats_side=400, margin=8)
+    assert (narrow(image, weights) - one_pass).abs().max().item() > 20 * MARGIN_TOLERANCE
+
+
+def test_the_margin_falls_back_to_the_receptive_radius_when_nothing_is_within_tolerance():
+    network = tiny_network()
+    radius = math.ceil(TorchRunner(network).receptive_radius / STRIDE) * STRIDE
+    assert measure_margin(_NoisyOutputs(TorchRunner(network))) == radius
+    assert measure_margin(TorchRunner(network)) <= radius
