@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _RESULT_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 INTERRUPTED = "interrupted: the server stopped before this job finished; submit it again"
 
@@ -175,7 +175,7 @@ class Job:
         job = cls(**values)
         if (
             not isinstance(job.id, str)
-            or not _JOB_ID.fullmatch(job.id)
+            or not JOB_ID.fullmatch(job.id)
             or job.status not in (QUEUED, RUNNING, *FINISHED)
         ):
             raise ValueError(f"bad job record {data.get('id')!r}")
@@ -193,7 +193,7 @@ def internal_error(job_id: str) -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         raise NotFoundError(f"job {job_id!r} not found: job ids are 32 lowercase hex characters")
     return job_id
 

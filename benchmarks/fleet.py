@@ -58,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.provenance import git_commit  # noqa: E402
 from model.bank import DEFAULT_BANK_DIR, StyleInfo, save_bank  # noqa: E402
 from model.transformer import TransformerConfig, TransformerNet  # noqa: E402
 
@@ -509,19 +510,6 @@ def print_tables(report: dict) -> None:
                 f"{row['format']:>7} {row['size']:>9} {row['result_bytes']:>13} {row['redis_result_key_bytes']:>11} "
                 f"{row['redis_record_bytes']:>8} {row['redis_inputs_key_bytes_while_queued_or_running']:>16}"
             )
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def summary(values: list[float]) -> dict:

@@ -12,13 +12,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def git_commit(repo: Path = REPO) -> str:
-    """The short commit of ``repo``'s HEAD ("unknown" outside a git checkout)."""
+    """The short commit of ``repo``'s HEAD, with "+dirty" when tracked files differ from it ("unknown"
+    outside a git checkout)."""
     try:
-        return subprocess.run(
+        commit = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return commit + ("+dirty" if dirty else "")
 
 
 def provenance(command: str, argv: list[str] | None = None) -> dict:

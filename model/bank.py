@@ -68,7 +68,7 @@ PAINTINGS_DIR = "paintings"  # <bank>/paintings/<style>.jpg: thumbnails of the p
 _PAINTING_KEY = "painting.jpeg"
 DEFAULT_BANK_DIR = Path(__file__).parent / "checkpoints" / "default"
 
-_STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Files of a bank folder that save_bank owns: weights files (legacy or content-named) and its temp files.
 _WEIGHTS_NAME = re.compile(r"^weights(-[0-9a-f]{16})?\.safetensors$")
 _BANK_TEMP_NAME = re.compile(r"^\.(weights(-[0-9a-f]{16})?\.safetensors|manifest\.json)\..+\.tmp$")
@@ -76,7 +76,7 @@ _BANK_TEMP_NAME = re.compile(r"^\.(weights(-[0-9a-f]{16})?\.safetensors|manifest
 
 def validate_style_name(name: str) -> str:
     """Style names are also file names: lowercase letters, digits, '_' and '-'."""
-    if not isinstance(name, str) or not _STYLE_NAME.fullmatch(name):
+    if not isinstance(name, str) or not STYLE_NAME.fullmatch(name):
         raise InvalidParameterError(
             f"invalid style name {name!r}: use 1-64 characters of lowercase a-z, 0-9, '_' or '-', "
             "starting with a letter or digit"

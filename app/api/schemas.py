@@ -6,14 +6,14 @@ from typing import Annotated, Any, Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, BeforeValidator, Field
 
-from app.jobs import _JOB_ID, Job
-from model.bank import _STYLE_NAME, StyleInfo
+from app.jobs import JOB_ID, Job
+from model.bank import STYLE_NAME, StyleInfo
 from model.imageio import FORMAT_ALIASES, OUTPUT_FORMATS
 
 # -- what requests may say, stated once: the routes declare these, so validation and schema agree ----------------------
 
-STYLE_NAME_PATTERN = _STYLE_NAME.pattern  # the bank's own check (style names are file names)
-JOB_ID_PATTERN = _JOB_ID.pattern  # the job manager's own check (ids are file names too)
+STYLE_NAME_PATTERN = STYLE_NAME.pattern  # the bank's own check (style names are file names)
+JOB_ID_PATTERN = JOB_ID.pattern  # the job manager's own check (ids are file names too)
 _NAME = STYLE_NAME_PATTERN.removeprefix("^").removesuffix("$")
 _WEIGHT = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?"  # a non-negative decimal, as float() reads it
 STYLE_SPEC_PATTERN = f"^{_NAME}(?::{_WEIGHT})?(?:,{_NAME}(?::{_WEIGHT})?)*$"

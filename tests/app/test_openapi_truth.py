@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.jobs import _JOB_ID
+from app.jobs import JOB_ID
 from app.main import create_app
 from app.settings import Settings
-from model.bank import _STYLE_NAME, DEFAULT_BANK_DIR
+from model.bank import DEFAULT_BANK_DIR, STYLE_NAME
 from model.imageio import FORMAT_ALIASES, OUTPUT_FORMATS
 from model.style_spec import parse_style_spec
 from tests.app.service_helpers import Server, decode, encode, error_of, photo
@@ -74,8 +74,8 @@ def strings(node: object) -> Iterator[str]:
 
 def test_style_names_have_the_banks_pattern(schema):
     for method, path in (("get", "/v1/styles/{name}/preview"), ("delete", "/v1/styles/{name}")):
-        assert parameter(schema, method, path, "name")["schema"]["pattern"] == _STYLE_NAME.pattern
-    assert body_schema(schema, "post", "/v1/styles")["properties"]["name"]["pattern"] == _STYLE_NAME.pattern
+        assert parameter(schema, method, path, "name")["schema"]["pattern"] == STYLE_NAME.pattern
+    assert body_schema(schema, "post", "/v1/styles")["properties"]["name"]["pattern"] == STYLE_NAME.pattern
     spec = parameter(schema, "post", "/v1/stylize", "style")["schema"]["pattern"]
     for good in ("alpha", "van_gogh_starry_night:0.7,munch_the_scream:0.3", "a-b_c:1,d:.5,e:2.,f:1e-3"):
         assert re.search(spec, good), good
@@ -89,7 +89,7 @@ def test_job_ids_have_the_job_managers_pattern(schema):
         ("get", "/v1/jobs/{job_id}/result"),
         ("delete", "/v1/jobs/{job_id}"),
     ):
-        assert parameter(schema, method, path, "job_id")["schema"]["pattern"] == _JOB_ID.pattern
+        assert parameter(schema, method, path, "job_id")["schema"]["pattern"] == JOB_ID.pattern
 
 
 def test_ranges_and_enums(schema):
