@@ -30,15 +30,7 @@ class ConditionalInstanceNorm2d(nn.Module):
     ) -> torch.Tensor:
         """Normalise ``x`` with its own statistics, or with ``stats`` = (mean, var), each (B, C): the
         statistics of a larger image that ``x`` is a tile of (tiled inference, `model.tiling`)."""
-        if style_weights.shape != (x.shape[0], self.n_styles):
-            raise ValueError(
-                f"style_weights must have shape (batch={x.shape[0]}, n_styles={self.n_styles}), "
-                f"got {tuple(style_weights.shape)}"
-            )
-        weights = style_weights.to(self.gamma.dtype)
-        gamma, beta = weights @ self.gamma, weights @ self.beta  # (B, C)
-        if gamma.dtype != x.dtype:  # (a no-op cast confuses the ONNX exporter's instance norm)
-            gamma, beta = gamma.to(x.dtype), beta.to(x.dtype)
+        gamma, beta = self._affine(x, style_weights)
         if stats is None:
             # One fused pass: instance norm of B samples x C channels is instance norm of one sample with B*C
             # channels, and then each (sample, channel) gets its own affine gamma, beta.
@@ -52,6 +44,37 @@ class ConditionalInstanceNorm2d(nn.Module):
         scale = gamma * torch.rsqrt(var + self.eps)
         shift = beta - mean * scale
         return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+
+    def forward_measured(
+        self, x: torch.Tensor, style_weights: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """`forward` with ``x``'s own statistics, and those statistics (mean, var), each (B, C): what tiled
+        inference records from a thumbnail. On the CPU in fp32 one fused batch-norm kernel (training mode,
+        on the B*C channels) does both; `moments` then an affine pass took 3x as long (29 against 10 ms for
+        16 channels at 768 px), a third of a 4096 px tiled run's statistics step."""
+        if torch.onnx.is_in_onnx_export() or x.device.type != "cpu" or x.dtype != torch.float32:
+            stats = moments(x)
+            return self(x, style_weights, stats), stats
+        gamma, beta = self._affine(x, style_weights)
+        b, c, h, w = x.shape
+        flat, mean, inverse_std = torch.native_batch_norm(
+            x.reshape(1, b * c, h, w), gamma.reshape(-1), beta.reshape(-1), None, None, True, 0.0, self.eps
+        )
+        var = (inverse_std.pow(-2) - self.eps).clamp_min(0)  # the biased variance it normalised with
+        return flat.reshape(b, c, h, w), (mean.reshape(b, c), var.reshape(b, c))
+
+    def _affine(self, x: torch.Tensor, style_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample's gamma and beta (B, C): its mix of the style rows."""
+        if style_weights.shape != (x.shape[0], self.n_styles):
+            raise ValueError(
+                f"style_weights must have shape (batch={x.shape[0]}, n_styles={self.n_styles}), "
+                f"got {tuple(style_weights.shape)}"
+            )
+        weights = style_weights.to(self.gamma.dtype)
+        gamma, beta = weights @ self.gamma, weights @ self.beta  # (B, C)
+        if gamma.dtype != x.dtype:  # (a no-op cast confuses the ONNX exporter's instance norm)
+            gamma, beta = gamma.to(x.dtype), beta.to(x.dtype)
+        return gamma, beta
 
 
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.cin import ConditionalInstanceNorm2d, moments
+from model.cin import ConditionalInstanceNorm2d
 
 Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, var) of one norm layer, each (B, C)
 
@@ -28,10 +28,15 @@ class NormPlan:
         self._given = iter(given) if given is not None else None
         self.seen: list[Stats] = []
 
-    def stats_for(self, x: torch.Tensor) -> Stats:
-        stats = next(self._given) if self._given is not None else moments(x)
+    def normalize(self, norm: ConditionalInstanceNorm2d, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        """``norm`` applied to ``x`` with the given statistics, or with its own (recorded)."""
+        if self._given is not None:
+            stats = next(self._given)
+            output = norm(x, style_weights, stats)
+        else:
+            output, stats = norm.forward_measured(x, style_weights)
         self.seen.append(stats)
-        return stats
+        return output
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class ConvCIN(nn.Module):
         if self.upsample:
             x = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
         x = self.conv(self.pad(x))
-        x = self.norm(x, style_weights, plan.stats_for(x) if plan is not None else None)
+        x = plan.normalize(self.norm, x, style_weights) if plan is not None else self.norm(x, style_weights)
         return torch.relu(x) if self.relu else x
 
 

@@ -107,3 +107,26 @@ def test_mirrored_decoder_is_the_default_and_keeps_old_manifests_readable():
     assert "decoder_channels" not in config.to_dict()  # banks saved before the field existed stay identical
     assert config.decoder_widths == (8, 4)
     assert [layer.conv.out_channels for layer in TransformerNet(config).decoder] == [8, 4]
+
+
+def test_the_measured_forward_is_the_plain_forward_and_returns_its_statistics():
+    from model.cin import moments
+
+    torch.manual_seed(0)
+    norm = ConditionalInstanceNorm2d(5, 3)
+    with torch.no_grad():
+        norm.gamma.add_(torch.randn_like(norm.gamma))
+        norm.beta.add_(torch.randn_like(norm.beta))
+    x = torch.randn(2, 5, 9, 7) * 3 + 1
+    x[1, 2] = 0.25  # a flat channel: variance 0, not a small negative number
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
+    with torch.no_grad():
+        output, (mean, var) = norm.forward_measured(x, weights)
+        expected_mean, expected_var = moments(x)
+        assert torch.allclose(mean, expected_mean, atol=1e-5) and torch.allclose(var, expected_var, atol=1e-5)
+        assert var.min().item() >= 0 and var[1, 2].item() < 1e-6
+        assert torch.allclose(output, norm(x, weights), atol=1e-4)
+        assert torch.allclose(output, norm(x, weights, (mean, var)), atol=1e-4)
+        # other dtypes take the two-pass route, with the same answer
+        output64, (mean64, var64) = norm.double().forward_measured(x.double(), weights.double())
+        assert torch.allclose(output64.float(), output, atol=1e-4) and torch.allclose(var64.float(), var, atol=1e-5)
