@@ -21,8 +21,8 @@ one tile goes through the wrapped runner as it is. A larger one goes in two step
    and across the ramp the next tile is blended in linearly, so everything that is kept is what
    a one-pass run with the same statistics would give. The margin is measured on the loaded
    weights (`measure_margin`): the receptive radius (56 px for the bundled network) bounds it,
-   but a tile's border stops mattering much sooner (the bundled bank: 36 px, beyond which no
-   output moves by more than `MARGIN_TOLERANCE`), and every pixel of overlap is work done twice.
+   but a tile's border stops mattering sooner (the bundled bank: 44 px, with which no written
+   pixel moves by more than `MARGIN_TOLERANCE`), and every pixel of overlap is work done twice.
 
 Memory: the float work is one tile at a time; the result is composited into a uint8
 canvas (`stylize_image`, for PIL images) or into the float output (`__call__`).
