@@ -67,11 +67,22 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def speed(backend: str, sizes: list[int], skip_above: int | None, repeats: int) -> list[dict]:
-    bank = load_bank(DEFAULT_BANK_DIR)
-    runner = TilingRunner(make_base_runner(bank.network, backend, threads=torch.get_num_threads()))
-    weights = torch.zeros(1, runner.n_styles)
+def base_runner(backend: str):
+    """The bundled bank's runner: ``torch`` or ``onnx`` on the CPU, ``cuda`` (torch, fp32) on the GPU."""
+    device = "cuda" if backend == "cuda" else "cpu"
+    bank = load_bank(DEFAULT_BANK_DIR, device=device)
+    return make_base_runner(bank.network, "torch" if backend == "cuda" else backend, threads=torch.get_num_threads())
+
+
+def style_weights(runner) -> torch.Tensor:
+    weights = torch.zeros(1, runner.n_styles, device=runner.device, dtype=runner.dtype)
     weights[0, STYLE_INDEX] = 1
+    return weights
+
+
+def speed(backend: str, sizes: list[int], skip_above: int | None, repeats: int) -> list[dict]:
+    runner = TilingRunner(base_runner(backend))
+    weights = style_weights(runner)
     stylize_image(runner, mosaic(256), weights)  # warm-up
     sides = [side for side in sizes if skip_above is None or side <= skip_above]
     photos = {side: mosaic(side) for side in sides}
@@ -102,10 +113,8 @@ def speed(backend: str, sizes: list[int], skip_above: int | None, repeats: int) 
 
 
 def quality(backend: str, side: int = 1536) -> dict:
-    bank = load_bank(DEFAULT_BANK_DIR)
-    base = make_base_runner(bank.network, backend, threads=torch.get_num_threads())
-    weights = torch.zeros(1, base.n_styles)
-    weights[0, STYLE_INDEX] = 1
+    base = base_runner(backend)
+    weights = style_weights(base)
     photo = mosaic(side)
     one_pass = TilingRunner(base, tile_side=1 << 16).stylize_array(photo, weights)
     row = {"backend": backend, "side": side}
@@ -211,7 +220,13 @@ def service_memory(sides: list[int]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
-    parser.add_argument("--backends", nargs="+", default=["torch", "onnx"])
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=("torch", "onnx", "cuda"),
+        default=["torch", "onnx"] + (["cuda"] if torch.cuda.is_available() else []),
+        help="torch and onnx run on the CPU, cuda is torch on the GPU (default: all there are)",
+    )
     parser.add_argument("--skip-torch-above", type=int, default=4096, help="eager torch is slow on 2 cores")
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds over the sizes up to 4096 px, best of each kept (8192: 1 run)"
@@ -247,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         },
         "settings": {"tile_side": DEFAULT_TILE_SIDE, "tile_stats_side": DEFAULT_STATS_SIDE, "style_index": STYLE_INDEX},

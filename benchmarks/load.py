@@ -10,6 +10,8 @@ Prints a table and writes ``benchmarks/results/load.json``.
 
     python benchmarks/load.py                      # the bundled bank, 512 px
     python benchmarks/load.py --requests 8 --concurrency 1 4 --time-limit 20   # a quick look
+    python benchmarks/load.py --device cuda --size 1024 --format jpeg --concurrency 1   # e2e vs network (GPU)
+    python benchmarks/load.py --device cuda --concurrency 64 --batch-max 1             # then --batch-max 8
 
 Without a bundled bank (a fresh checkout before training), a bank with the
 default architecture and random weights is used: the speed is the same.
@@ -134,6 +136,8 @@ def start_server(bank_dir: Path, workdir: Path, args: argparse.Namespace) -> tup
     }
     if args.server_concurrency:
         env["CINSTYLE_CONCURRENCY"] = str(args.server_concurrency)
+    if args.batch_max:
+        env["CINSTYLE_BATCH_MAX"] = str(args.batch_max)
     log_path = workdir / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -158,8 +162,11 @@ def start_server(bank_dir: Path, workdir: Path, args: argparse.Namespace) -> tup
     raise SystemExit(f"the server was not ready after 120 s:\n{log_path.read_text()[-3000:]}")
 
 
-def run_level(url: str, style: str, payload: bytes, clients: int, requests: int, time_limit_s: float) -> dict:
-    """``clients`` threads share ``requests`` requests; stops early at ``time_limit_s``."""
+def run_level(
+    url: str, style: str, payload: bytes, clients: int, requests: int, time_limit_s: float, fmt: str = "png"
+) -> dict:
+    """``clients`` threads share ``requests`` requests (uploads and results in ``fmt``); stops early at
+    ``time_limit_s``."""
     latencies: list[float] = []
     inference_ms: list[float] = []
     errors: dict[str, int] = {}
@@ -178,7 +185,9 @@ def run_level(url: str, style: str, payload: bytes, clients: int, requests: int,
                 t0 = time.perf_counter()
                 try:
                     response = client.post(
-                        "/v1/stylize", params={"style": style}, files={"image": ("bench.png", payload, "image/png")}
+                        "/v1/stylize",
+                        params={"style": style, "format": fmt},
+                        files={"image": (f"bench.{fmt}", payload, f"image/{fmt}")},
                     )
                     status = str(response.status_code)
                 except httpx.HTTPError as exc:
@@ -243,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         help="CINSTYLE_BACKEND for the server; the bare model runs the same one",
     )
     parser.add_argument("--server-concurrency", type=int, default=None, help="CINSTYLE_CONCURRENCY for the server")
+    parser.add_argument(
+        "--batch-max", type=int, default=None, help="CINSTYLE_BATCH_MAX for the server (1: no batching; batched vs not)"
+    )
+    parser.add_argument(
+        "--format", choices=("png", "jpeg"), default="png", help="uploads and results (jpeg: quality 92 in)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -253,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         bank_dir, bank_label = resolve_bank(args.checkpoint, workdir)
         image = test_image(args.size)
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        image.save(buffer, format=args.format.upper(), **({"quality": 92} if args.format == "jpeg" else {}))
         payload = buffer.getvalue()
         style = load_bank(bank_dir).style_names[0]
 
@@ -268,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"HTTP: {clients} client(s), up to {args.requests} requests, {args.time_limit:g} s ...", flush=True
                 )
-                run_level(url, style, payload, 1, 1, args.time_limit)  # warm-up
-                levels.append(run_level(url, style, payload, clients, args.requests, args.time_limit))
+                run_level(url, style, payload, 1, 1, args.time_limit, args.format)  # warm-up
+                levels.append(run_level(url, style, payload, clients, args.requests, args.time_limit, args.format))
         finally:
             process.terminate()
             try:
@@ -283,8 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         "device": device,
         "bank": bank_label,
         "style": style,
+        "format": args.format,
         "payload_bytes": len(payload),
-        "server": {"concurrency": ready.get("concurrency"), "device": ready["device"], "backend": ready.get("backend")},
+        "server": {
+            "concurrency": ready.get("concurrency"),
+            "device": ready["device"],
+            "backend": ready.get("backend"),
+            "batch_max": args.batch_max or "default",
+        },
         "bare_backend": backend,
         "machine": {
             "cpus": os.cpu_count(),
@@ -301,10 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "load_average_before": load_before,
     }
-    bare_rate = bare.get("throughput_per_s")
+    bare_rate, bare_p50 = bare.get("throughput_per_s"), bare.get("p50_ms")
     for level in levels:
         if bare_rate and level.get("throughput_per_s"):
             level["ratio_vs_bare"] = round(level["throughput_per_s"] / bare_rate, 3)
+        if bare_p50 and level.get("p50_ms"):  # end to end (HTTP, codecs) over the network's own time
+            level["p50_vs_bare_p50"] = round(level["p50_ms"] / bare_p50, 2)
     print_table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")

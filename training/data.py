@@ -1,7 +1,10 @@
 """Training data: style images in bank order and content photos as random crops."""
 
+import collections
 import logging
 import random
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -93,7 +96,9 @@ class ContentCrops:
     """Random square crops from an in-memory list of photos.
 
     A batch is a pure function of (seed, rank, step): resuming at step k draws
-    exactly the batches an uninterrupted run would have drawn.
+    exactly the batches an uninterrupted run would have drawn. Every random draw comes from the
+    given generator (none from torch's global one), so batches can be made in other threads
+    (`BatchPrefetcher`) while the main thread trains.
     """
 
     def __init__(self, images: list[torch.Tensor], size: int, resize_range: tuple[int, int] | None = None) -> None:
@@ -102,22 +107,65 @@ class ContentCrops:
         will meet at inference; ``None`` scales it to ``size`` (whole-scene crops)."""
         self.images = images
         self.size = size
-        if resize_range is None:
-            resize = v2.Resize(size, antialias=True)  # shorter side -> size
-        else:
-            low, high = check_resize_range(size, resize_range)
-            resize = v2.RandomResize(low, high + 1, antialias=True)  # shorter side, upper end exclusive
-        self.transform = v2.Compose(
-            [
-                resize,
-                v2.RandomCrop(size),
-                v2.RandomHorizontalFlip(),
-            ]
-        )
+        self.resize_range = check_resize_range(size, resize_range) if resize_range is not None else None
 
     def batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         indices = torch.randint(len(self.images), (batch_size,), generator=generator).tolist()
-        # torchvision's random transforms draw from the global RNG; seed it from ours.
-        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-        crops = [self.transform(self.images[i]) for i in indices]
+        crops = [self._crop(self.images[i], generator) for i in indices]
         return torch.stack(crops).float().div(255.0)
+
+    def _crop(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Shorter side to ``size`` (or a random side in ``resize_range``), a random square, a coin-flip mirror."""
+        low, high = self.resize_range or (self.size, self.size)
+        shorter = int(torch.randint(low, high + 1, (1,), generator=generator))
+        height, width = image.shape[-2:]
+        scale = shorter / min(height, width)
+        size = [max(self.size, round(height * scale)), max(self.size, round(width * scale))]
+        resized = v2.functional.resize(image, size, antialias=True)
+        top = int(torch.randint(size[0] - self.size + 1, (1,), generator=generator))
+        left = int(torch.randint(size[1] - self.size + 1, (1,), generator=generator))
+        crop = resized[..., top : top + self.size, left : left + self.size]
+        return crop.flip(-1) if bool(torch.rand((), generator=generator) < 0.5) else crop
+
+
+class BatchPrefetcher:
+    """The batches of steps ``start``, ``start + 1``, ... made ahead in ``workers`` threads (torchvision's
+    resize releases the GIL), so a GPU does not wait for the CPU's cropping between steps. Each comes with its
+    step's generator as the batch left it, so the caller's further draws (the style of each crop) are the ones
+    an inline loop would make: the batches and everything after them do not depend on the thread count."""
+
+    def __init__(
+        self,
+        crops: ContentCrops,
+        batch_size: int,
+        make_generator: Callable[[int], torch.Generator],
+        start: int,
+        workers: int = 1,
+    ) -> None:
+        self._crops, self._batch_size, self._make_generator = crops, batch_size, make_generator
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="cinstyle-crops")
+        self._ahead = 2 * max(1, workers)
+        self._pending: collections.deque[Future] = collections.deque()
+        self._next_step = start
+
+    def _make(self, step: int) -> tuple[torch.Tensor, torch.Generator]:
+        generator = self._make_generator(step)
+        return self._crops.batch(self._batch_size, generator), generator
+
+    def next(self) -> tuple[torch.Tensor, torch.Generator]:
+        """The next step's (batch, generator)."""
+        while len(self._pending) < self._ahead:
+            self._pending.append(self._pool.submit(self._make, self._next_step))
+            self._next_step += 1
+        return self._pending.popleft().result()
+
+    def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "BatchPrefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -20,8 +20,10 @@ def weighted_loss(
     output_content: torch.Tensor,
     content_target: torch.Tensor,
     weights: LossWeights,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """`model.losses.transfer_objective` with training's `LossWeights` -> (total, weighted terms as floats)."""
+    as_tensors: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]] | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`model.losses.transfer_objective` with training's `LossWeights` -> (total, weighted terms as floats, or
+    with ``as_tensors`` as detached 0-d tensors: reading a float waits for a GPU to finish the step)."""
     terms = transfer_objective(
         output,
         output_grams,
@@ -33,12 +35,10 @@ def weighted_loss(
         tv_weight=weights.tv,
         layer_weights=weights.style_layer_weights,
     )
-    return terms.total, {
-        "total": terms.total.item(),
-        "style": terms.style.item(),
-        "content": terms.content.item(),
-        "tv": terms.tv.item(),
-    }
+    tensors = {"total": terms.total, "style": terms.style, "content": terms.content, "tv": terms.tv}
+    if as_tensors:
+        return terms.total, {name: value.detach() for name, value in tensors.items()}
+    return terms.total, dict(zip(tensors, torch.stack(list(tensors.values())).tolist(), strict=True))
 
 
 def transfer_loss(
@@ -49,7 +49,8 @@ def transfer_loss(
     weights: LossWeights,
     style_layers: tuple[str, ...] = STYLE_LAYERS,
     content_layer: str = CONTENT_LAYER,
-) -> tuple[torch.Tensor, dict[str, float]]:
+    as_tensors: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]] | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted loss of a stylized batch ``output`` against the unstylized ``content`` batch.
 
     ``grams`` are the Gram targets per style layer, (B, C, C) or (1, C, C).
@@ -65,4 +66,5 @@ def transfer_loss(
         features[content_layer],
         content_target,
         weights,
+        as_tensors,
     )

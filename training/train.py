@@ -27,6 +27,7 @@ from model.transformer import TransformerConfig, TransformerNet
 from model.vgg import load_vgg19
 from training.config import TrainConfig
 from training.data import (
+    BatchPrefetcher,
     ContentCrops,
     list_content_images,
     list_style_images,
@@ -43,6 +44,7 @@ from training.state import load_state, save_state
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.safetensors"
+DATA_THREADS = 4  # crop-making threads on a GPU (one on the CPU, whose cores the step itself uses)
 BANK_DIR = "bank"
 
 
@@ -152,14 +154,23 @@ def train(
         dynamic_ncols=True,
         desc="train",
     )
-    running: dict[str, float] = {}
+    running: dict[str, torch.Tensor] = {}
     running_steps = 0
     interrupted = False
     started = time.monotonic()
-    with _StopFlag() as flag:
+    # Crops are made ahead in threads, and the loss terms stay on the device until a log point: on a GPU
+    # both had the step wait for the host (the last H200 run was 12 % busy).
+    prefetcher = BatchPrefetcher(
+        crops,
+        config.batch_size,
+        lambda at: step_generator(config.seed, dist_info.rank, at),
+        start=step,
+        workers=DATA_THREADS if device.type == "cuda" else 1,
+    )
+    with _StopFlag() as flag, prefetcher:
         while step < end_step:
-            generator = step_generator(config.seed, dist_info.rank, step)
-            content = crops.batch(config.batch_size, generator).to(device)
+            batch, generator = prefetcher.next()
+            content = batch.to(device, non_blocking=True)
             style_index = torch.randint(net_config.n_styles, (config.batch_size,), generator=generator).to(device)
             style_weights = torch.nn.functional.one_hot(style_index, net_config.n_styles).float()
 
@@ -172,31 +183,41 @@ def train(
                 weights,
                 layers,
                 config.content_layer,
+                as_tensors=True,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
 
-            if not all(math.isfinite(v) for v in terms.values()):
-                raise FloatingPointError(f"loss became non-finite at step {step}: {terms}")
             for key, value in terms.items():
-                running[key] = running.get(key, 0.0) + value
+                running[key] = running[key] + value if key in running else value
             running_steps += 1
-            if step % config.log_every == 0 or step == end_step:
+            sampling = dist_info.is_main and (step % config.sample_every == 0 or step == end_step)
+            saving = dist_info.is_main and (
+                flag.stop or time.monotonic() - last_state_time > config.state_every_s or step == end_step
+            )
+            # The summed terms are read (one wait for the device) at log points and before anything is written,
+            # and checked: a non-finite loss stops the run before its weights reach a bank or a state file.
+            logging_now = step % config.log_every == 0 or step == end_step
+            if logging_now or sampling or saving:
+                sums = dict(zip(running, torch.stack(list(running.values())).tolist(), strict=True))
+                if not all(math.isfinite(v) for v in sums.values()):
+                    raise FloatingPointError(f"loss became non-finite by step {step}: {sums}")
+            if logging_now:
                 # Count the steps actually summed: a resumed run may start between log points.
-                entry = {"step": step, **{k: v / running_steps for k, v in running.items()}}
+                entry = {"step": step, **{k: v / running_steps for k, v in sums.items()}}
                 history.append(entry)
                 running, running_steps = {}, 0
                 progress.set_postfix({k: f"{entry[k]:.3g}" for k in ("total", "style", "content")})
             progress.update(1)
 
             if dist_info.is_main:
-                if step % config.sample_every == 0 or step == end_step:
+                if sampling:
                     sample_grid(network, sample_photos, out_dir / "samples" / f"step_{step:06d}.png")
                     loss_plot(history, out_dir / "loss.png")
                     _write_bank(out_dir, network, names, style_files, config, step, time.monotonic() - started)
-                if flag.stop or time.monotonic() - last_state_time > config.state_every_s or step == end_step:
+                if saving:
                     save_state(state_path, network, optimizer, step, history)
                     last_state_time = time.monotonic()
             if flag.stop:

@@ -71,3 +71,37 @@ def test_add_style_learns_at_the_banks_photo_scale(tmp_path, recorded, image_siz
     if expected is not None:
         config = AddStyleConfig(image_size=image_size, resize_range=expected)
         assert learned_style_metadata("0" * 64, config)["resize_range"] == list(expected)
+
+
+def _photos(count: int = 5) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    return [
+        torch.randint(0, 256, (3, 40 + 7 * i, 56 - 3 * i), generator=generator, dtype=torch.uint8) for i in range(count)
+    ]
+
+
+def test_crops_draw_only_from_their_generator():
+    crops = ContentCrops(_photos(), 32, resize_range=(32, 48))
+    global_state = torch.get_rng_state()
+    first = crops.batch(4, torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), global_state)  # safe to make in another thread
+    torch.manual_seed(123)  # the global generator has no say
+    assert torch.equal(crops.batch(4, torch.Generator().manual_seed(7)), first)
+    assert not torch.equal(crops.batch(4, torch.Generator().manual_seed(8)), first)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_prefetched_batches_are_the_inline_ones_and_leave_the_generator_where_inline_does(workers):
+    from training.data import BatchPrefetcher
+    from training.train import step_generator
+
+    crops = ContentCrops(_photos(), 32, resize_range=(32, 48))
+    with BatchPrefetcher(crops, 3, lambda step: step_generator(5, 0, step), start=10, workers=workers) as prefetcher:
+        for step in range(10, 22):
+            batch, generator = prefetcher.next()
+            inline_generator = step_generator(5, 0, step)
+            assert torch.equal(batch, crops.batch(3, inline_generator))
+            # the caller's next draw (the styles of the crops) is the inline loop's
+            assert torch.equal(
+                torch.randint(9, (3,), generator=generator), torch.randint(9, (3,), generator=inline_generator)
+            )
