@@ -178,8 +178,8 @@ def test_onnx_graphs_take_any_tile_size(size):
     assert (got - torch_runner(image, weights)).abs().max() > 1e-3
 
 
-class _OwnStats:
-    """A runner that ignores the statistics it is given: every tile normalised with its own (a seam maker)."""
+class _Wrapped:
+    """A stats runner passing everything to ``inner``; subclasses change one thing."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -191,6 +191,13 @@ class _OwnStats:
 
     def norm_stats(self, image, weights):
         return self.inner.norm_stats(image, weights)
+
+    def run_with_stats(self, image, weights, mean, var):
+        return self.inner.run_with_stats(image, weights, mean, var)
+
+
+class _OwnStats(_Wrapped):
+    """A runner that ignores the statistics it is given: every tile normalised with its own (a seam maker)."""
 
     def run_with_stats(self, image, weights, mean, var):
         return self.inner(image, weights)
@@ -258,19 +265,8 @@ def test_thin_images_go_through_in_tiles(size):
     assert pixels.shape == (size[1], size[0], 3)
 
 
-class _NoisyOutputs:
+class _NoisyOutputs(_Wrapped):
     """A runner whose outputs carry rounding-like noise (as fp16's): no margin is within tolerance."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.device, self.dtype, self.n_styles = inner.device, inner.dtype, inner.n_styles
-        self.receptive_radius = inner.receptive_radius
-
-    def __call__(self, image, weights):
-        return self.inner(image, weights)
-
-    def norm_stats(self, image, weights):
-        return self.inner.norm_stats(image, weights)
 
     def run_with_stats(self, image, weights, mean, var):
         output = self.inner.run_with_stats(image, weights, mean, var)
