@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.bank import DEFAULT_BANK_DIR
 from model.imageio import EncodeOptions
+from model.onnx_backend import KEEP_MEMORY_PIXELS
 
 
 class Settings(BaseSettings):
@@ -77,7 +78,7 @@ class Settings(BaseSettings):
         2.0, ge=0, le=1000, description="how long the first request of a batch waits for others (when batching)"
     )
     onnx_keep_memory_pixels: int = Field(
-        512 * 512,
+        KEEP_MEMORY_PIXELS,
         ge=0,
         description="onnx backend: inferences of up to this many pixels keep their working memory for the next "
         "one (~340 bytes per pixel per parallel inference; a 512 px image runs ~30 % faster), larger ones hand "
