@@ -30,20 +30,28 @@ class ConditionalInstanceNorm2d(nn.Module):
     ) -> torch.Tensor:
         """Normalise ``x`` with its own statistics, or with ``stats`` = (mean, var), each (B, C): the
         statistics of a larger image that ``x`` is a tile of (tiled inference, `model.tiling`)."""
-        gamma, beta = self._affine(x, style_weights)
-        if stats is None:
-            # One fused pass: instance norm of B samples x C channels is instance norm of one sample with B*C
-            # channels, and then each (sample, channel) gets its own affine gamma, beta.
-            b, c, h, w = x.shape
-            flat = nn.functional.instance_norm(
-                x.reshape(1, b * c, h, w), weight=gamma.reshape(-1), bias=beta.reshape(-1), eps=self.eps
-            )
-            return flat.reshape(b, c, h, w)
-        # Given statistics fold into one scale and shift per channel: one full-size pass instead of four.
-        mean, var = (s.to(x.dtype) for s in stats)
+        if stats is not None:
+            # Given statistics fold into one scale and shift per channel: one full-size pass instead of four.
+            scale, shift = self.scale_shift(style_weights, stats, x.dtype)
+            return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+        gamma, beta = self._affine(style_weights, x.shape[0], x.dtype)
+        # One fused pass: instance norm of B samples x C channels is instance norm of one sample with B*C
+        # channels, and then each (sample, channel) gets its own affine gamma, beta.
+        b, c, h, w = x.shape
+        flat = nn.functional.instance_norm(
+            x.reshape(1, b * c, h, w), weight=gamma.reshape(-1), bias=beta.reshape(-1), eps=self.eps
+        )
+        return flat.reshape(b, c, h, w)
+
+    def scale_shift(
+        self, style_weights: torch.Tensor, stats: "tuple[torch.Tensor, torch.Tensor]", dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With given statistics (mean, var), each (B, C), the layer is ``x * scale + shift`` per sample and
+        channel: (scale, shift), each (B, C). A convolution before it can take them into its weights."""
+        mean, var = (s.to(dtype) for s in stats)
+        gamma, beta = self._affine(style_weights, mean.shape[0], dtype)
         scale = gamma * torch.rsqrt(var + self.eps)
-        shift = beta - mean * scale
-        return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+        return scale, beta - mean * scale
 
     def forward_measured(
         self, x: torch.Tensor, style_weights: torch.Tensor
@@ -55,7 +63,7 @@ class ConditionalInstanceNorm2d(nn.Module):
         if torch.onnx.is_in_onnx_export() or x.device.type != "cpu" or x.dtype != torch.float32:
             stats = moments(x)
             return self(x, style_weights, stats), stats
-        gamma, beta = self._affine(x, style_weights)
+        gamma, beta = self._affine(style_weights, x.shape[0], x.dtype)
         b, c, h, w = x.shape
         flat, mean, inverse_std = torch.native_batch_norm(
             x.reshape(1, b * c, h, w), gamma.reshape(-1), beta.reshape(-1), None, None, True, 0.0, self.eps
@@ -63,17 +71,17 @@ class ConditionalInstanceNorm2d(nn.Module):
         var = (inverse_std.pow(-2) - self.eps).clamp_min(0)  # the biased variance it normalised with
         return flat.reshape(b, c, h, w), (mean.reshape(b, c), var.reshape(b, c))
 
-    def _affine(self, x: torch.Tensor, style_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each sample's gamma and beta (B, C): its mix of the style rows."""
-        if style_weights.shape != (x.shape[0], self.n_styles):
+    def _affine(self, style_weights: torch.Tensor, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample's gamma and beta (B, C) in ``dtype``: its mix of the style rows."""
+        if style_weights.shape != (batch, self.n_styles):
             raise ValueError(
-                f"style_weights must have shape (batch={x.shape[0]}, n_styles={self.n_styles}), "
+                f"style_weights must have shape (batch={batch}, n_styles={self.n_styles}), "
                 f"got {tuple(style_weights.shape)}"
             )
         weights = style_weights.to(self.gamma.dtype)
         gamma, beta = weights @ self.gamma, weights @ self.beta  # (B, C)
-        if gamma.dtype != x.dtype:  # (a no-op cast confuses the ONNX exporter's instance norm)
-            gamma, beta = gamma.to(x.dtype), beta.to(x.dtype)
+        if gamma.dtype != dtype:  # (a no-op cast confuses the ONNX exporter's instance norm)
+            gamma, beta = gamma.to(dtype), beta.to(dtype)
         return gamma, beta
 
 

@@ -130,3 +130,30 @@ def test_the_measured_forward_is_the_plain_forward_and_returns_its_statistics():
         # other dtypes take the two-pass route, with the same answer
         output64, (mean64, var64) = norm.double().forward_measured(x.double(), weights.double())
         assert torch.allclose(output64.float(), output, atol=1e-4) and torch.allclose(var64.float(), var, atol=1e-5)
+
+
+def test_given_statistics_fold_into_the_convolutions_of_a_single_image(monkeypatch):
+    """A tile (one sample, given statistics) takes each norm into its convolution's weights; the result is
+    what the separate norm gives, and what a batch (which keeps the norms separate) gives for that sample."""
+    from model.transformer import ConvCIN
+
+    network = make_tiny_network(n_styles=3).eval()
+    folded = []
+    original = ConvCIN._conv_with_norm_folded_in
+
+    def counting(self, *args):
+        folded.append(self)
+        return original(self, *args)
+
+    monkeypatch.setattr(ConvCIN, "_conv_with_norm_folded_in", counting)
+    torch.manual_seed(1)
+    image = torch.rand(2, 3, 40, 36)
+    weights = torch.tensor([[0.2, 0.5, 0.3], [0.0, 1.0, 0.0]])
+    with torch.inference_mode():
+        mean, var = network.norm_stats(image, weights)
+        batch = network.forward_with_stats(image, weights, mean, var)
+        assert folded == []  # two samples: the norms stay separate
+        single = network.forward_with_stats(image[:1], weights[:1], mean[:1], var[:1])
+        assert len(folded) == len(network.norm_layers())
+        assert torch.allclose(single, batch[:1], atol=1e-5)
+        assert torch.allclose(single, network(image[:1], weights[:1]), atol=1e-5)  # own statistics given back
