@@ -30,12 +30,14 @@ canvas (`stylize_image`, for PIL images) or into the float output (`__call__`).
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from model.cpu_memory import large_blocks_reused
 from model.runner import Runner, StatsRunner
 from model.transformer import STRIDE
 
@@ -132,10 +134,17 @@ class TilingRunner:
     def __call__(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
         if max(height, width) <= self.tile_side:
-            return self.inner(image, style_weights)
+            with self._working_memory_reused():
+                return self.inner(image, style_weights)
         # Zeros, not empty: a tile's inner part is blended in with weight 1 over what is there, and
         # 1 x NaN is NaN (uninitialised memory can hold NaNs; fresh pages happened to be zero).
         output = torch.zeros(image.shape, dtype=torch.float32, device=self.device)
+        with self._working_memory_reused():
+            self._run_batch_in_tiles(image, style_weights, output)
+        return output.to(image.dtype)
+
+    def _run_batch_in_tiles(self, image: torch.Tensor, style_weights: torch.Tensor, output: torch.Tensor) -> None:
+        height, width = image.shape[-2:]
         for b in range(image.shape[0]):
             single = image[b : b + 1]
 
@@ -151,7 +160,10 @@ class TilingRunner:
 
             stats = self._stats_tensor(single, style_weights[b : b + 1])
             self._tiles((height, width), stats, style_weights[b : b + 1], read, write)
-        return output.to(image.dtype)
+
+    def _working_memory_reused(self) -> AbstractContextManager[None]:
+        """On the CPU, the passes of one image reuse each other's freed memory (`large_blocks_reused`)."""
+        return large_blocks_reused() if self.device.type == "cpu" else nullcontext()
 
     # -- uint8 images in and out: what the service and the CLI use -----------------------------------------------------
 
@@ -159,7 +171,9 @@ class TilingRunner:
         """An RGB image -> its stylized pixels, (H, W, 3) uint8 (writable), holding no full-size float copy."""
         width, height = image.size
         if max(width, height) <= self.tile_side:
-            return _to_array(self.inner(_to_tensor(np.asarray(image), self.device, self.dtype), style_weights))
+            with self._working_memory_reused():
+                return _to_array(self.inner(_to_tensor(np.asarray(image), self.device, self.dtype), style_weights))
+        # Allocated before the passes' memory is reused: it outlives them, and would keep what they free in place.
         canvas = np.empty((height, width, 3), dtype=np.uint8)
 
         def read(box: Box) -> torch.Tensor:
@@ -182,7 +196,8 @@ class TilingRunner:
                         part.copy_(before.permute(2, 0, 1).to(pixels).lerp_(part, alpha[y0:y1, x0:x1]))
             canvas[top:bottom, left:right] = pixels.round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
-        self._tiles((height, width), self.stats_for_image(image, style_weights), style_weights, read, write)
+        with self._working_memory_reused():
+            self._tiles((height, width), self.stats_for_image(image, style_weights), style_weights, read, write)
         return canvas
 
     # -- whole-image statistics: a thumbnail, corrected for what shrinking loses ---------------------------------------

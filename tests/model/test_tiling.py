@@ -300,3 +300,42 @@ def test_the_margin_falls_back_to_the_receptive_radius_when_nothing_is_within_to
     radius = math.ceil(TorchRunner(network).receptive_radius / STRIDE) * STRIDE
     assert measure_margin(_NoisyOutputs(TorchRunner(network))) == radius
     assert measure_margin(TorchRunner(network)) <= radius
+
+
+class _RecordsMemoryReuse(_Wrapped):
+    """Records, for every network pass, whether freed memory was being kept for reuse (`large_blocks_reused`)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.reusing: list[bool] = []
+
+    def _record(self) -> None:
+        from model import cpu_memory
+
+        self.reusing.append(cpu_memory._reuse_users > 0)
+
+    def __call__(self, image, weights):
+        self._record()
+        return super().__call__(image, weights)
+
+    def norm_stats(self, image, weights):
+        self._record()
+        return super().norm_stats(image, weights)
+
+    def run_with_stats(self, image, weights, mean, var):
+        self._record()
+        return super().run_with_stats(image, weights, mean, var)
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_an_images_passes_reuse_each_others_memory_and_hand_it_back_after():
+    from model import cpu_memory
+
+    runner = _RecordsMemoryReuse(TorchRunner(tiny_network()))
+    tiling = TilingRunner(runner, tile_side=256, stats_side=128, margin=16)
+    weights = torch.tensor([[1.0, 0.0]])
+    tiling.stylize_array(textured(600, 500), weights)  # tiled: statistics passes, then tiles
+    tiling.stylize_array(textured(200, 150), weights)  # one pass
+    tiling(torch.rand(1, 3, 300, 600), weights)  # tensors in and out
+    assert len(runner.reusing) > 10 and all(runner.reusing)
+    assert cpu_memory._reuse_users == 0  # and handed back after each image
