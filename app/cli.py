@@ -105,6 +105,12 @@ def _add_train(sub) -> None:
     p.add_argument("--decoder-channels", type=int, nargs=2, default=None, help="decoder widths at 1/2x and 1x")
     p.add_argument("--outer-kernel", type=int, default=None, help="kernel of the first and last convolution")
     p.add_argument(
+        "--residual-dilation",
+        type=int,
+        default=None,
+        help="dilation of the residual blocks' 3x3 convolutions (default 1): a larger receptive field, same cost",
+    )
+    p.add_argument(
         "--style-layer-weight",
         action="append",
         default=None,
@@ -314,6 +320,7 @@ def _cmd_train(args) -> int:
         "channels": tuple(args.channels) if args.channels else None,
         "n_residual": args.n_residual,
         "outer_kernel": args.outer_kernel,
+        "residual_dilation": args.residual_dilation,
         "decoder_channels": tuple(args.decoder_channels) if args.decoder_channels else None,
         "seed": args.seed,
         "device": args.device,

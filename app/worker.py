@@ -17,11 +17,11 @@ import torch
 from app import fleet
 from app.live_bank import LiveBank
 from app.metrics import Metrics
-from app.server import limit_malloc_arenas
 from app.settings import Settings
 from app.style_store import LearnedStyle
 from app.tasks import HeavyResources
 from model.bank import StyleBank, load_bank
+from model.cpu_memory import limit_malloc_arenas
 from model.runner import Runner, TorchRunner
 
 log = logging.getLogger(__name__)

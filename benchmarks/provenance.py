@@ -9,17 +9,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = "benchmarks/results"  # relative to the repository root
 
 
 def git_commit(repo: Path = REPO) -> str:
-    """The short commit of ``repo``'s HEAD, with "+dirty" when tracked files differ from it ("unknown"
-    outside a git checkout)."""
+    """The short commit of ``repo``'s HEAD, with "+dirty" when tracked files other than benchmark results differ
+    from it ("unknown" outside a git checkout). Results files are left out: one run's output, not yet committed,
+    does not change what the next run measures."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS_DIR}"],
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

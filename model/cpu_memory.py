@@ -14,7 +14,8 @@ glibc reads that only when the process starts, so the long-running commands (``c
 ``cinstyle worker``) and the benchmarks re-execute themselves once with it (`reexec_with_huge_page_malloc`).
 A ``glibc.malloc.hugetlb`` value the user set wins (``=0`` turns this off).
 
-Huge pages make a fault cheaper; `large_blocks_reused` avoids it: while an image is stylized, glibc keeps
+The servers also cap glibc's malloc arenas (`limit_malloc_arenas`). Huge pages make a fault cheaper;
+`large_blocks_reused` avoids it: while an image is stylized, glibc keeps
 the large blocks a pass frees for the next pass instead of unmapping them (see there).
 """
 
@@ -33,7 +34,7 @@ THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 # mallopt(3) parameters, and the thresholds glibc's own dynamic ones end at once a process has freed a large
 # block (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, and twice that for trimming): what `large_blocks_reused` puts back.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 REUSE_THRESHOLD = 1 << 30  # blocks up to this size come from (and go back to) malloc's heap while reusing
 SETTLED_MMAP_THRESHOLD, SETTLED_TRIM_THRESHOLD = 32 << 20, 64 << 20
 
@@ -80,6 +81,16 @@ def _transparent_huge_pages_on() -> bool:
             return "[never]" not in setting.read()
     except OSError:
         return False
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives every thread that allocates its own arena (up to 8 per core) and keeps what they free:
+    with dozens of request threads the resident memory then grows with the number of clients, not the
+    work. Two arenas keep it flat (the usual MALLOC_ARENA_MAX=2 for threaded Python servers). A no-op
+    without glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, arenas)
 
 
 @contextmanager

@@ -75,6 +75,7 @@ class TrainConfig:
     n_residual: int = 5
     outer_kernel: int = 9
     decoder_channels: tuple[int, int] | None = None  # None mirrors the encoder
+    residual_dilation: int = 1  # dilation of the residual blocks' convolutions (a larger receptive field)
     loss_weights: LossWeights = field(default_factory=LossWeights)
     style_layers: tuple[str, ...] = STYLE_LAYERS
     content_layer: str = CONTENT_LAYER

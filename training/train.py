@@ -124,6 +124,7 @@ def train(
         channels=config.channels,
         n_residual=config.n_residual,
         outer_kernel=config.outer_kernel,
+        residual_dilation=config.residual_dilation,
         decoder_channels=config.decoder_channels,
     )
     network = TransformerNet(net_config).to(device)
@@ -239,9 +240,13 @@ def init_from_bank(network: TransformerNet, bank, names: list[str]) -> list[str]
     A style of ``names`` the bank does not have starts from the mean of the bank's
     rows (as add-style does), so a bank can grow by new paintings without training
     from scratch. Returns those new names. The architectures must match apart from
-    the number of styles."""
+    the number of styles and the residual dilation (the same weights, spread wider)."""
     source = bank.network
-    if {**source.config.to_dict(), "n_styles": 0} != {**network.config.to_dict(), "n_styles": 0}:
+
+    def shapes(config: TransformerConfig) -> dict:
+        return {**config.to_dict(), "n_styles": 0, "residual_dilation": 1}
+
+    if shapes(source.config) != shapes(network.config):
         raise ValueError(f"--init-bank {bank.path} has another architecture: {source.config} vs {network.config}")
     index = {name: i for i, name in enumerate(bank.style_names)}
     new_names = [name for name in names if name not in index]

@@ -89,6 +89,17 @@ def test_config_round_trips_through_a_dict():
         TransformerConfig.from_dict({**config.to_dict(), "width": 3})
 
 
+def test_residual_dilation_round_trips_and_is_left_out_of_old_manifests():
+    config = TransformerConfig(n_styles=2, channels=(4, 8, 8), n_residual=2, residual_dilation=2)
+    assert TransformerConfig.from_dict(config.to_dict()) == config
+    assert "residual_dilation" not in TransformerConfig(n_styles=2).to_dict()  # saved banks stay identical
+    network = TransformerNet(config)
+    assert {block.second.conv.dilation for block in network.residuals} == {(2, 2)}
+    assert network(torch.rand(1, 3, 30, 22), torch.eye(2)[:1]).shape == (1, 3, 30, 22)
+    with pytest.raises(ValueError, match="residual_dilation"):
+        TransformerConfig(n_styles=2, residual_dilation=0)
+
+
 def test_decoder_channels_set_the_decoder_widths_and_round_trip():
     config = TransformerConfig(n_styles=3, channels=(8, 16, 16), n_residual=1, decoder_channels=(6, 4))
     network = TransformerNet(config)

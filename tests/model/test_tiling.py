@@ -25,9 +25,12 @@ from model.transformer import STRIDE, TransformerConfig, TransformerNet, recepti
 needs_onnx = pytest.mark.skipif(not onnx_backend_available(), reason="onnx/onnxruntime not installed")
 
 
-def tiny_network(seed: int = 0, n_styles: int = 2) -> TransformerNet:
+def tiny_network(seed: int = 0, n_styles: int = 2, residual_dilation: int = 1) -> TransformerNet:
     torch.manual_seed(seed)
-    network = TransformerNet(TransformerConfig(n_styles=n_styles, channels=(4, 8, 8), n_residual=1, outer_kernel=3))
+    config = TransformerConfig(
+        n_styles=n_styles, channels=(4, 8, 8), n_residual=1, outer_kernel=3, residual_dilation=residual_dilation
+    )
+    network = TransformerNet(config)
     with torch.no_grad():  # styles that really differ, so the statistics matter
         for layer in network.norm_layers():
             layer.gamma.copy_(1 + 0.5 * torch.randn(layer.gamma.shape))
@@ -63,10 +66,13 @@ def test_tile_spans_cover_on_the_stride_grid_with_enough_overlap(length, tile):
         assert end - next_start >= 2 * margin + RAMP  # the kept parts overlap by at least the ramp
 
 
-def test_receptive_radius_bounds_what_a_pixel_sees():
-    """A change beyond the radius leaves a pixel as it was (with fixed statistics)."""
-    network = tiny_network()
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+def test_receptive_radius_bounds_what_a_pixel_sees(dilation):
+    """A change beyond the radius leaves a pixel as it was (with fixed statistics); dilated residual blocks
+    see further."""
+    network = tiny_network(residual_dilation=dilation)
     radius = receptive_radius(network.config)
+    assert radius == receptive_radius(tiny_network().config) + 8 * (dilation - 1)
     image = torch.rand(1, 3, 160, 160)
     weights = torch.tensor([[1.0, 0.0]])
     with torch.no_grad():
@@ -90,10 +96,13 @@ def _runners(network: TransformerNet, backend: str):
     return TorchRunner(network) if backend == "torch" else OnnxNetwork(network, threads=1)
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("onnx", marks=needs_onnx)])
-def test_tiles_with_the_whole_image_statistics_equal_one_pass(backend):
+@pytest.mark.parametrize(
+    "backend, dilation",
+    [("torch", 1), ("torch", 2), pytest.param("onnx", 1, marks=needs_onnx), pytest.param("onnx", 2, marks=needs_onnx)],
+)
+def test_tiles_with_the_whole_image_statistics_equal_one_pass(backend, dilation):
     """Statistics of the image itself (thumbnail = the image): the tiling alone adds nothing."""
-    network = tiny_network()
+    network = tiny_network(residual_dilation=dilation)
     base = _runners(network, backend)
     image = textured(301, 222)  # odd sizes: tiles of odd lengths at the right and bottom
     weights = torch.tensor([[0.3, 0.7]])

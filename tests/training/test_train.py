@@ -142,3 +142,9 @@ def test_a_bank_grows_by_new_paintings_from_an_existing_one(data, tmp_path):
     wider = TransformerNet(TransformerConfig(n_styles=3, channels=(4, 8, 16), n_residual=1, outer_kernel=3))
     with pytest.raises(ValueError, match="another architecture"):
         init_from_bank(wider, old_bank, ["a", "b", "c"])
+    # A dilated network has the same weights, spread wider: it can start from an undilated bank.
+    dilated = TransformerNet(TransformerConfig.from_dict({**old_bank.network.config.to_dict(), "residual_dilation": 2}))
+    init_from_bank(dilated, old_bank, ["stripes_b", "gone"])
+    residual = "residuals.0.first.conv.weight"
+    assert torch.equal(dilated.state_dict()[residual], old_bank.network.state_dict()[residual])
+    assert dilated.residuals[0].first.conv.dilation == (2, 2)
