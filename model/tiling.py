@@ -29,6 +29,7 @@ canvas (`stylize_image`, for PIL images) or into the float output (`__call__`).
 """
 
 import math
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
@@ -162,8 +163,13 @@ class TilingRunner:
             self._tiles((height, width), stats, style_weights[b : b + 1], read, write)
 
     def _working_memory_reused(self) -> AbstractContextManager[None]:
-        """On the CPU, the passes of one image reuse each other's freed memory (`large_blocks_reused`)."""
-        return large_blocks_reused() if self.device.type == "cpu" else nullcontext()
+        """On the CPU, in a process's main thread (the CLI, a script), the passes of one image reuse each other's
+        freed memory (`large_blocks_reused`). Not in other threads: glibc's thresholds are process-wide, so in a
+        server every other thread's large blocks (uploads being decoded, other requests) would be kept too (a
+        burst of 6300 px uploads peaked at 1865 instead of ~1400 MB), and a worker thread's heap is capped at
+        64 MiB, so a tile's largest buffers are mapped afresh there anyway."""
+        reuse = self.device.type == "cpu" and threading.current_thread() is threading.main_thread()
+        return large_blocks_reused() if reuse else nullcontext()
 
     # -- uint8 images in and out: what the service and the CLI use -----------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Tiled inference: tiles normalised with whole-image statistics match one pass, no seams, any tile size."""
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -337,7 +338,7 @@ class _RecordsMemoryReuse(_Wrapped):
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
-def test_an_images_passes_reuse_each_others_memory_and_hand_it_back_after():
+def test_an_images_passes_reuse_each_others_memory_in_the_main_thread_and_hand_it_back_after():
     from model import cpu_memory
 
     runner = _RecordsMemoryReuse(TorchRunner(tiny_network()))
@@ -348,3 +349,9 @@ def test_an_images_passes_reuse_each_others_memory_and_hand_it_back_after():
     tiling(torch.rand(1, 3, 300, 600), weights)  # tensors in and out
     assert len(runner.reusing) > 10 and all(runner.reusing)
     assert cpu_memory._reuse_users == 0  # and handed back after each image
+    # not from another thread (a server's request): there it would keep every other thread's blocks too
+    runner.reusing.clear()
+    worker = threading.Thread(target=tiling.stylize_array, args=(textured(600, 500), weights))
+    worker.start()
+    worker.join()
+    assert len(runner.reusing) > 10 and not any(runner.reusing)
