@@ -1,7 +1,7 @@
 """The network exported to ONNX and run by onnxruntime: the faster CPU backend.
 
-On this project's 2-core CPU, onnxruntime runs the same network 1.4x (1024 px) to
-3.6x (256 px) faster than eager PyTorch (fused conv kernels, no Python dispatch per
+On this project's 2-core CPU, onnxruntime runs the same network 1.3x (1024 px) to
+2.0x (256 px) faster than eager PyTorch (fused conv kernels, no Python dispatch per
 op; `benchmarks/results/latency.json`). The export
 is made in memory from the live `TransformerNet`, so it always matches the
 loaded bank (learned styles included: they are just more gamma/beta rows).
