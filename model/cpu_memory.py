@@ -20,6 +20,7 @@ the large blocks a pass frees for the next pass instead of unmapping them (see t
 """
 
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -123,18 +124,14 @@ def large_blocks_reused() -> Iterator[None]:
                 libc.malloc_trim(0)
 
 
-_libc: "ctypes.CDLL | None | bool" = False  # False: not looked up yet
-
-
+@functools.cache
 def _glibc() -> "ctypes.CDLL | None":
-    global _libc
-    if _libc is False:
-        _libc = None
-        if platform.libc_ver()[0] == "glibc":
-            try:
-                libc = ctypes.CDLL(None)
-                libc.mallopt.argtypes, libc.malloc_trim.argtypes = [ctypes.c_int, ctypes.c_int], [ctypes.c_size_t]
-                _libc = libc
-            except (OSError, AttributeError):
-                _libc = None
-    return _libc  # type: ignore[return-value]
+    """The C library, for mallopt and malloc_trim; None where it is not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes, libc.malloc_trim.argtypes = [ctypes.c_int, ctypes.c_int], [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc

@@ -150,7 +150,7 @@ class ConvCIN(nn.Module):
         ~12 % of a tile's time in eager torch on the CPU). One sample: the weights are that sample's."""
         scale, shift = self.norm.scale_shift(style_weights, stats, x.dtype)
         weight = self.conv.weight * scale[0, :, None, None, None]
-        bias = shift[0] if self.conv.bias is None else torch.addcmul(shift[0], self.conv.bias, scale[0])
+        bias = torch.addcmul(shift[0], self.conv.bias, scale[0])
         return nn.functional.conv2d(x, weight, bias, self.conv.stride, dilation=self.conv.dilation)
 
 

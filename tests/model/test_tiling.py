@@ -1,6 +1,7 @@
 """Tiled inference: tiles normalised with whole-image statistics match one pass, no seams, any tile size."""
 
 import math
+import platform
 import threading
 
 import numpy as np
@@ -337,7 +338,7 @@ class _RecordsMemoryReuse(_Wrapped):
         return super().run_with_stats(image, weights, mean, var)
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_an_images_passes_reuse_each_others_memory_in_the_main_thread_and_hand_it_back_after():
     from model import cpu_memory
 
