@@ -25,13 +25,17 @@ from model.imageio import (
     encode_image,
     image_to_tensor,
     media_type,
+    normalize_format,
     tensor_to_image,
 )
 from model.runner import Runner
 from model.style_spec import StyleMix
-from model.stylize import mix_with_original, stylize_image
+from model.stylize import mix_with_original, stylize_image, stylize_pixels_tensor
+from model.tensor_jpeg import DecodedTensor, decode_jpeg_tensor, encode_jpeg_tensor
 
 Progress = Callable[[float], None]
+Decoded = DecodedImage | DecodedTensor  # Pillow's image, or a JPEG's pixels on the network's device
+Pixels = Image.Image | torch.Tensor  # a stylized image: Pillow's, or (3, H, W) uint8 on the device
 
 
 @dataclass(frozen=True)
@@ -48,18 +52,34 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def decode_upload(data: bytes, max_pixels: int, max_side: int) -> DecodedImage:
-    """Bytes -> upright RGB (+ alpha), refused before decoding if over ``max_pixels``, shrunk to ``max_side``."""
+def decode_upload(data: bytes, max_pixels: int, max_side: int, jpeg_device: torch.device | None = None) -> Decoded:
+    """Bytes -> upright RGB (+ alpha), refused before decoding if over ``max_pixels``, shrunk to ``max_side``.
+
+    With ``jpeg_device`` a JPEG that TorchCodec takes is decoded onto that device (`model.tensor_jpeg`)."""
+    if jpeg_device is not None:
+        decoded = decode_jpeg_tensor(data, jpeg_device, max_pixels=max_pixels, max_side=max_side)
+        if decoded is not None:
+            return decoded
     return decode_image(data, max_pixels=max_pixels, max_side=max_side)
 
 
 def encode_result(
     result: "torch.Tensor | Image.Image",
-    decoded: DecodedImage,
+    decoded: Decoded,
     fmt: str,
     inference_ms: float,
     options: EncodeOptions | None = None,
+    *,
+    jpeg_on_device: bool = False,
 ) -> Rendered:
+    """A result -> bytes. ``result``: a Pillow image, (3, H, W) uint8 pixels (JPEG-encoded where they are when
+    ``jpeg_on_device``), or a (1, 3, H, W) float tensor."""
+    if isinstance(result, torch.Tensor) and result.dtype == torch.uint8:
+        height, width = int(result.shape[-2]), int(result.shape[-1])
+        if jpeg_on_device and normalize_format(fmt) == "jpeg":
+            data = encode_jpeg_tensor(result, (options or EncodeOptions()).jpeg_quality)
+            return Rendered(data, media_type(fmt), width, height, inference_ms)
+        result = Image.fromarray(result.permute(1, 2, 0).cpu().numpy(), "RGB")
     image = result if isinstance(result, Image.Image) else tensor_to_image(result)
     data = encode_image(image, fmt, alpha=decoded.alpha, options=options)
     return Rendered(data, media_type(fmt), image.width, image.height, inference_ms)
@@ -83,17 +103,22 @@ def stylize_decoded(
 
 def stylize_pixels(
     view: BankSnapshot,
-    decoded: DecodedImage,
+    decoded: Decoded,
     mix: StyleMix,
     *,
     strength: float = 1.0,
     preserve_color: bool = False,
     style_scale: float = 1.0,
-) -> tuple[Image.Image, float]:
-    """The network stage of the fast path alone: decoded pixels -> stylized pixels, and the ms it took."""
+) -> tuple[Pixels, float]:
+    """The network stage of the fast path alone: decoded pixels -> stylized pixels (of the same kind), and the ms
+    it took."""
     started = time.perf_counter()
     weights = mix.vector(list(view.names), view.device)
-    result = stylize_image(view.runner, decoded.rgb, weights, strength, preserve_color, style_scale)
+    result: Pixels
+    if isinstance(decoded, DecodedTensor):
+        result = stylize_pixels_tensor(view.runner, decoded.pixels, weights, strength, preserve_color, style_scale)
+    else:
+        result = stylize_image(view.runner, decoded.rgb, weights, strength, preserve_color, style_scale)
     _synchronize(view.device)
     return result, (time.perf_counter() - started) * 1000.0
 

@@ -62,6 +62,11 @@ class Service:
         self.codec_workers = settings.resolved_codec_workers()
         self.gate = InferenceGate(self.concurrency, settings.max_waiting, metrics, codec_slots=self.codec_workers)
         self.encode_options = settings.encode_options()
+        self.jpeg_codec, why_not = settings.resolved_jpeg_codec(self.device)
+        if why_not is not None:
+            log.warning("JPEG is decoded and encoded by Pillow on the CPU: torchcodec does not work here (%s)", why_not)
+        # JPEG uploads of the fast path decoded onto (and results encoded from) this device, or Pillow's images.
+        self.jpeg_device = torch.device(self.device) if self.jpeg_codec == "torchcodec" else None
         self.batcher = Batcher(
             settings.resolved_batch_max(self.device),
             settings.batch_wait_ms,
@@ -187,11 +192,12 @@ class Service:
         self.registry = registry
         self._count_styles()
         log.info(
-            "ready: %d styles on %s, backend %s, %d inference slot(s)",
+            "ready: %d styles on %s, backend %s, %d inference slot(s), JPEG by %s",
             len(registry.styles()),
             self.device,
             self.backend,
             self.concurrency,
+            self.jpeg_codec,
         )
 
     def _make_runner(self, network: TransformerNet) -> Runner:
@@ -251,19 +257,21 @@ class Service:
         """The fast path as a pipeline: decode and encode in the codec pool, the network on a slot, so one
         request's codecs overlap another's network time (see `InferenceGate.run_stages`)."""
 
-        def infer(decoded: DecodedImage) -> tuple[Image.Image, float]:
+        def infer(decoded: inference.Decoded) -> tuple[inference.Pixels, float]:
             return inference.stylize_pixels(
                 view, decoded, mix, strength=strength, preserve_color=preserve_color, style_scale=style_scale
             )
 
-        def encode(decoded: DecodedImage, stylized: tuple[Image.Image, float]) -> inference.Rendered:
-            return inference.encode_result(stylized[0], decoded, fmt, stylized[1], self.encode_options)
+        def encode(decoded: inference.Decoded, stylized: tuple[inference.Pixels, float]) -> inference.Rendered:
+            return inference.encode_result(
+                stylized[0], decoded, fmt, stylized[1], self.encode_options, jpeg_on_device=self.jpeg_device is not None
+            )
 
         # Print-size work (tiled; its own network input is up to style_scale larger) one at a time.
         pixels = fitted_pixels(data, max_side) or 0
         large = pixels * max(1.0, 1.0 / style_scale) ** 2 > self.settings.tile_side**2
         rendered = await self.gate.run_stages(
-            partial(inference.decode_upload, data, self.settings.max_pixels, max_side),
+            partial(inference.decode_upload, data, self.settings.max_pixels, max_side, jpeg_device=self.jpeg_device),
             infer,
             encode,
             self.codec_limiter,

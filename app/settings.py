@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     )
     jpeg_quality: int = Field(92, ge=1, le=100, description="quality of JPEG results")
     webp_quality: int = Field(92, ge=1, le=100, description="quality of WebP results")
+    jpeg_codec: Literal["auto", "pillow", "torchcodec"] = Field(
+        "auto",
+        description="who decodes JPEG uploads and encodes JPEG results on the fast path: torchcodec (on the "
+        "network's device: nvJPEG on a GPU, so pixels go straight to and from it) or Pillow (on the CPU); "
+        "auto = torchcodec on CUDA when it works there, else Pillow. Other formats, CMYK JPEGs and the jobs "
+        "always use Pillow",
+    )
 
     # the fast path
     concurrency: int | None = Field(
@@ -186,6 +193,21 @@ class Settings(BaseSettings):
         if self.batch_max is not None:
             return self.batch_max
         return 8 if device == "cuda" else 1
+
+    def resolved_jpeg_codec(self, device: str) -> tuple[str, str | None]:
+        """(codec, why torchcodec is not used): torchcodec is probed with a round trip on ``device`` first."""
+        if self.jpeg_codec == "pillow" or (self.jpeg_codec == "auto" and device != "cuda"):
+            return "pillow", None
+        import torch
+
+        from model.tensor_jpeg import unavailable_reason
+
+        reason = unavailable_reason(torch.device(device))
+        if reason is None:
+            return "torchcodec", None
+        if self.jpeg_codec == "torchcodec":
+            raise RuntimeError(f"CINSTYLE_JPEG_CODEC=torchcodec but its JPEG codecs do not work on {device}: {reason}")
+        return "pillow", reason
 
     def encode_options(self) -> EncodeOptions:
         return EncodeOptions(self.png_compress_level, self.jpeg_quality, self.webp_quality)

@@ -3,13 +3,16 @@
 `stylize_image` is what the service and the CLI call: uint8 image in, uint8 image out,
 any size up to the output limit (tiles, `model.tiling`), with the stroke size
 ``style_scale`` and the ``strength`` / ``preserve_color`` mix applied a band of rows at a
-time, so no full-size float copy of the image is ever held. `stylize_tensor` is the
-float-tensor form used by training, evaluation and the nearest-blend search.
+time, so no full-size float copy of the image is ever held. `stylize_pixels_tensor` does the
+same for uint8 pixels already on the network's device (JPEG decoded on a GPU), in float on
+the device. `stylize_tensor` is the float-tensor form used by training, evaluation and the
+nearest-blend search.
 """
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 from model.errors import InvalidParameterError
 from model.runner import Runner, as_runner
@@ -136,3 +139,37 @@ def stylize_image(
             mixed = mix_with_original(band, original_band, strength, preserve_color)
             pixels[top:bottom] = mixed[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(pixels, "RGB")
+
+
+def _resized(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(1, 3, H, W) float -> ``size`` = (width, height): antialiased bicubic (the tensor form of Lanczos/bicubic)."""
+    resized = F.interpolate(image.float(), size=(size[1], size[0]), mode="bicubic", antialias=True, align_corners=False)
+    return resized.clamp_(0, 1).to(image.dtype)
+
+
+@torch.inference_mode()
+def stylize_pixels_tensor(
+    runner: "TransformerNet | Runner",
+    pixels: torch.Tensor,
+    style_weights: torch.Tensor,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+    style_scale: float = 1.0,
+    max_work_side: int = MAX_WORK_SIDE,
+) -> torch.Tensor:
+    """`stylize_image` for (3, H, W) uint8 pixels: the stylized (3, H, W) uint8 pixels on the runner's device.
+
+    The image is held in float on the device (on a GPU, where this runs, that is small against its memory);
+    larger than a tile, it still goes through in tiles with whole-image statistics."""
+    strength, style_scale = check_strength(strength), check_style_scale(style_scale)
+    tiling = as_tiling_runner(as_runner(runner))
+    weights = style_weights.to(device=tiling.device, dtype=tiling.dtype)
+    original = pixels.to(tiling.device).unsqueeze(0).to(tiling.dtype).div_(255)
+    size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
+    work = work_size(size, style_scale, max_work_side)
+    if work == size:
+        stylized = tiling(original, weights)
+    else:
+        stylized = _resized(tiling(_resized(original, work), weights), size)
+    mixed = mix_with_original(stylized, original, strength, preserve_color)
+    return mixed[0].float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)

@@ -30,6 +30,7 @@ async def readyz(service: ServiceDep) -> dict:
         "redis": None if service.redis_up is None else ("up" if service.redis_up else "down"),
         "device": str(registry.device),
         "backend": service.backend,
+        "jpeg_codec": service.jpeg_codec,
         "styles": len(styles),
         "learned_styles": sum(1 for s in styles if s.kind == "learned"),
         "concurrency": service.concurrency,
