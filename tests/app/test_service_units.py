@@ -177,3 +177,24 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CINSTYLE_DEVICE", "tpu")
     with pytest.raises(ValueError, match="device"):
         Settings()
+
+
+def test_jpeg_codec_is_torchcodec_on_cuda_by_default_and_pillow_on_the_cpu(monkeypatch):
+    import torch
+
+    from model import tensor_jpeg
+
+    assert Settings().resolved_jpeg_codec("cpu") == ("pillow", None)
+    assert Settings(jpeg_codec="torchcodec").resolved_jpeg_codec("cpu") == ("torchcodec", None)  # probed, works
+    assert Settings(jpeg_codec="pillow").resolved_jpeg_codec("cuda") == ("pillow", None)  # no probe needed
+    # Where the probe fails (no torchcodec, or one built for another torch): auto says why, an explicit choice fails.
+    monkeypatch.setattr(tensor_jpeg, "encode_jpeg_tensor", _broken_encoder)
+    assert tensor_jpeg.unavailable_reason(torch.device("cpu")) == "RuntimeError: no nvJPEG here"
+    codec, reason = Settings().resolved_jpeg_codec("cuda")  # (here the probe fails sooner: no GPU at all)
+    assert codec == "pillow" and reason.startswith("RuntimeError: ")
+    with pytest.raises(RuntimeError, match="CINSTYLE_JPEG_CODEC=torchcodec but its JPEG codecs do not work on cpu"):
+        Settings(jpeg_codec="torchcodec").resolved_jpeg_codec("cpu")
+
+
+def _broken_encoder(pixels, quality):
+    raise RuntimeError("no nvJPEG here")
