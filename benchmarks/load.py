@@ -11,6 +11,7 @@ Prints a table and writes ``benchmarks/results/load.json``.
     python benchmarks/load.py                      # the bundled bank, 512 px
     python benchmarks/load.py --requests 8 --concurrency 1 4 --time-limit 20   # a quick look
     python benchmarks/load.py --device cuda --size 1024 --format jpeg --concurrency 1   # e2e vs network (GPU)
+    ... --jpeg-codec pillow                       # the same with Pillow's codecs on the CPU
     python benchmarks/load.py --device cuda --concurrency 64 --batch-max 1             # then --batch-max 8
 
 Without a bundled bank (a fresh checkout before training), a bank with the
@@ -138,6 +139,8 @@ def start_server(bank_dir: Path, workdir: Path, args: argparse.Namespace) -> tup
         env["CINSTYLE_CONCURRENCY"] = str(args.server_concurrency)
     if args.batch_max:
         env["CINSTYLE_BATCH_MAX"] = str(args.batch_max)
+    if args.jpeg_codec:
+        env["CINSTYLE_JPEG_CODEC"] = args.jpeg_codec
     log_path = workdir / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -258,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--format", choices=("png", "jpeg"), default="png", help="uploads and results (jpeg: quality 92 in)"
     )
+    parser.add_argument(
+        "--jpeg-codec",
+        choices=("auto", "pillow", "torchcodec"),
+        default=None,
+        help="CINSTYLE_JPEG_CODEC for the server (default: its own default, torchcodec on CUDA)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -305,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": ready["device"],
             "backend": ready.get("backend"),
             "batch_max": args.batch_max or "default",
+            "jpeg_codec": ready.get("jpeg_codec"),
         },
         "bare_backend": backend,
         "machine": {
