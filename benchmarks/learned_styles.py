@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LAYER=W",
         help="learn with this style layer weight instead of the bank's (repeatable; an experiment, not the service)",
     )
+    parser.add_argument("--lr", type=float, default=None, help="default: AddStyleConfig's (an experiment)")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the service's learn_image_size")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the service's learn_batch_size")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="also write the learned styles here")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "learned_styles.json")
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     bank = load_bank(args.bank)
-    image_size = settings.learn_image_size
+    image_size = args.image_size or settings.learn_image_size
     loss_weights = bank_loss_weights(bank)
     if args.style_layer_weight:
         layers = dict(loss_weights.style_layer_weights)
@@ -92,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         loss_weights = LossWeights.from_dict({**loss_weights.to_dict(), "style_layer_weights": layers})
     config = AddStyleConfig(
         steps=args.steps or settings.learn_steps,
-        batch_size=settings.learn_batch_size,
+        batch_size=args.batch_size or settings.learn_batch_size,
         image_size=image_size,
         resize_range=bank_resize_range(bank, image_size),
         loss_weights=loss_weights,
         style_size=settings.style_image_side,
         init=args.init,
+        **({"lr": args.lr} if args.lr else {}),
     )
     if args.learn_content:
         learn_content = load_images(
