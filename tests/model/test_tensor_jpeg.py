@@ -156,3 +156,17 @@ def test_pixels_on_the_device_stylize_as_stylize_image_does(strength, preserve_c
         assert psnr > 35, psnr  # 37.8 and 43.5 dB here, on a noisy picture
         assert difference.mean() < np.abs(pillow - unscaled).mean() / 5  # far closer than another stroke size
     assert np.abs(pillow - np.asarray(image, dtype=int)).mean() > 5  # it did stylize
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with -m gpu where one is)")
+def test_on_cuda_nvjpeg_agrees_with_libjpeg_within_a_few_levels():
+    cuda = torch.device("cuda")
+    assert unavailable_reason(cuda) is None
+    data = jpeg(noisy_photo(320, 200, seed=6), orientation=6, quality=92)
+    on_gpu, on_cpu = decode_jpeg_tensor(data, cuda, max_side=160), decode_jpeg_tensor(data, CPU, max_side=160)
+    assert on_gpu.pixels.device.type == "cuda" and on_gpu.size == on_cpu.size == (100, 160)
+    assert (on_gpu.pixels.cpu().int() - on_cpu.pixels.int()).abs().float().mean() < 1.0
+    encoded = encode_jpeg_tensor(on_gpu.pixels, 92)
+    again = np.asarray(decode_image(encoded).rgb, dtype=int)
+    assert np.abs(again - on_cpu.pixels.permute(1, 2, 0).numpy().astype(int)).mean() < 3.0
