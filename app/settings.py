@@ -107,9 +107,11 @@ class Settings(BaseSettings):
     slow_max_side: int = Field(512, ge=16, description="the slow path works at most at this size")
     slow_steps: int = Field(200, ge=1)
     slow_time_limit_s: float = Field(120.0, gt=0)
-    learn_steps: int = Field(200, ge=1, description="steps of learning a style (it starts from the nearest bank style)")
-    learn_batch_size: int = Field(4, ge=1)
-    learn_image_size: int = Field(128, ge=32)
+    learn_steps: int = Field(100, ge=1, description="steps of learning a style (it starts from the nearest bank style)")
+    learn_batch_size: int = Field(1, ge=1, description="photo crops per step of learning a style")
+    learn_image_size: int = Field(
+        256, ge=32, description="crop side of learning a style: whole-scene crops at the top of the bank's photo scale"
+    )
     style_image_side: int = Field(512, ge=16, description="style images are downscaled to this for Gram targets")
 
     # fleet mode (unset: everything in this process, on the local data dir)
