@@ -5,6 +5,7 @@ path and style learning call `model.slow` and `training.add_style`. No maths
 here: the app only moves images between bytes and tensors.
 """
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from model.style_spec import StyleMix
 from model.stylize import mix_with_original, stylize_image, stylize_pixels_tensor
 from model.tensor_jpeg import DecodedTensor, decode_jpeg_tensor, encode_jpeg_tensor
 
+log = logging.getLogger(__name__)
 Progress = Callable[[float], None]
 Decoded = DecodedImage | DecodedTensor  # Pillow's image, or a JPEG's pixels on the network's device
 Pixels = Image.Image | torch.Tensor  # a stylized image: Pillow's, or (3, H, W) uint8 on the device
@@ -77,8 +79,11 @@ def encode_result(
     if isinstance(result, torch.Tensor) and result.dtype == torch.uint8:
         height, width = int(result.shape[-2]), int(result.shape[-1])
         if jpeg_on_device and normalize_format(fmt) == "jpeg":
-            data = encode_jpeg_tensor(result, (options or EncodeOptions()).jpeg_quality)
-            return Rendered(data, media_type(fmt), width, height, inference_ms)
+            try:
+                data = encode_jpeg_tensor(result, (options or EncodeOptions()).jpeg_quality)
+                return Rendered(data, media_type(fmt), width, height, inference_ms)
+            except RuntimeError:  # the device's encoder failed (it passed the start-up probe): Pillow answers
+                log.exception("encoding a JPEG on %s failed; Pillow encodes it", result.device)
         result = Image.fromarray(result.permute(1, 2, 0).cpu().numpy(), "RGB")
     image = result if isinstance(result, Image.Image) else tensor_to_image(result)
     data = encode_image(image, fmt, alpha=decoded.alpha, options=options)

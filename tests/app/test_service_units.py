@@ -198,3 +198,27 @@ def test_jpeg_codec_is_torchcodec_on_cuda_by_default_and_pillow_on_the_cpu(monke
 
 def _broken_encoder(pixels, quality):
     raise RuntimeError("no nvJPEG here")
+
+
+def test_a_failing_device_encoder_falls_back_to_pillow(monkeypatch, caplog):
+    import numpy as np
+    import torch
+
+    from app import inference
+    from model.imageio import EncodeOptions, decode_image, encode_image
+
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 24, 40), dtype=np.uint8))
+    decoded = decode_image(encode_image(_image_of(pixels), "png"))
+    options = EncodeOptions(jpeg_quality=80)
+    works = inference.encode_result(pixels, decoded, "jpeg", 1.0, options, jpeg_on_device=True)
+    monkeypatch.setattr(inference, "encode_jpeg_tensor", _broken_encoder)
+    falls_back = inference.encode_result(pixels, decoded, "jpeg", 1.0, options, jpeg_on_device=True)
+    assert falls_back.data == works.data == encode_image(_image_of(pixels), "jpeg", quality=80)  # same libjpeg
+    assert (falls_back.width, falls_back.height) == (40, 24)
+    assert "Pillow encodes it" in caplog.text
+
+
+def _image_of(pixels):
+    from PIL import Image
+
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
