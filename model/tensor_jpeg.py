@@ -3,7 +3,7 @@
 On a GPU the network takes ~10 ms at 1024 px, and Pillow's codecs on the CPU were most of
 a request's time; TorchCodec decodes and encodes JPEG with nvJPEG on CUDA, so the pixels go
 straight from the upload's bytes to the GPU and back. (TorchCodec 0.16 took over torchvision.io's
-image codecs, deprecated since torchvision 0.29; importing it costs ~6 MB, torchvision.io ~160 MB.)
+image codecs, deprecated since torchvision 0.29; importing it does not load torchvision's compiled ops.)
 On the CPU its libjpeg-turbo gives exactly Pillow's pixels and, at the same quality, Pillow's
 bytes (tested), which is how the path is tested without a GPU; nvJPEG's IDCT may differ from
 libjpeg's by a level or so.
