@@ -100,7 +100,10 @@ async def _cinstyle_error(request: Request, exc: Exception) -> JSONResponse:
     elif isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = 'Bearer realm="cinstyle"'
     if status >= 500:
-        log.error("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+        # Not ready yet or overloaded is the service answering as designed (with Retry-After): a warning,
+        # so a readiness probe during start-up does not fill the log with errors.
+        level = logging.WARNING if "Retry-After" in headers else logging.ERROR
+        log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
     return error_response(status, exc.code, str(exc), headers)
 
 

@@ -7,11 +7,11 @@ import time
 import pytest
 
 from app.api.routes.stylize import choose_format
-from app.errors import NotAcceptableError, NotFoundError, QueueFullError
+from app.errors import NotAcceptableError, NotFoundError, NotReadyError, OverloadedError, QueueFullError
 from app.jobs import INTERRUPTED, JobManager, JobOutcome
 from app.metrics import Metrics
 from app.settings import Settings
-from model.errors import CancelledError, InvalidImageError, UnsupportedMediaTypeError
+from model.errors import CancelledError, CinstyleError, InvalidImageError, UnsupportedMediaTypeError
 
 
 def wait_done(job, timeout_s: float = 10.0):
@@ -222,3 +222,26 @@ def _image_of(pixels):
     from PIL import Image
 
     return Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "level"),
+    [
+        (NotReadyError("not ready: the model is loading"), 503, "WARNING"),
+        (OverloadedError("too many requests are waiting", retry_after_s=2), 503, "WARNING"),
+        (CinstyleError("an internal failure"), 500, "ERROR"),
+    ],
+    ids=["not-ready", "overloaded", "internal"],
+)
+def test_expected_503s_are_logged_as_warnings_and_failures_as_errors(error, status, level, caplog):
+    import asyncio
+
+    from starlette.requests import Request
+
+    from app.api.errors import _cinstyle_error
+
+    request = Request({"type": "http", "method": "GET", "path": "/readyz", "headers": [], "query_string": b""})
+    with caplog.at_level("INFO", logger="app.api.errors"):
+        response = asyncio.run(_cinstyle_error(request, error))
+    assert response.status_code == status
+    assert [record.levelname for record in caplog.records] == [level]
