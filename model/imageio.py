@@ -182,6 +182,15 @@ def downscale(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
+def resize_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> ``size`` = (width, height), antialiased bicubic (the tensor form of Pillow's
+    Lanczos down / bicubic up), in [0, 1] and ``image``'s dtype (computed in float32: half has no antialias)."""
+    resized = torch.nn.functional.interpolate(
+        image.float(), size=(size[1], size[0]), mode="bicubic", antialias=True, align_corners=False
+    )
+    return resized.clamp_(0, 1).to(image.dtype)
+
+
 def downscale_tensor(image: torch.Tensor, max_side: int, min_side: int = 1) -> torch.Tensor:
     """Shrink a (B, 3, H, W) tensor so its longer side is at most ``max_side`` (never enlarges);
     no side goes below ``min_side`` (VGG needs a few pixels left after its poolings)."""

@@ -12,9 +12,9 @@ nearest-blend search.
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
 
 from model.errors import InvalidParameterError
+from model.imageio import resize_tensor
 from model.runner import Runner, as_runner
 from model.tiling import as_tiling_runner
 from model.transformer import TransformerNet
@@ -141,12 +141,6 @@ def stylize_image(
     return Image.fromarray(pixels, "RGB")
 
 
-def _resized(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(1, 3, H, W) float -> ``size`` = (width, height): antialiased bicubic (the tensor form of Lanczos/bicubic)."""
-    resized = F.interpolate(image.float(), size=(size[1], size[0]), mode="bicubic", antialias=True, align_corners=False)
-    return resized.clamp_(0, 1).to(image.dtype)
-
-
 @torch.inference_mode()
 def stylize_pixels_tensor(
     runner: "TransformerNet | Runner",
@@ -170,6 +164,6 @@ def stylize_pixels_tensor(
     if work == size:
         stylized = tiling(original, weights)
     else:
-        stylized = _resized(tiling(_resized(original, work), weights), size)
+        stylized = resize_tensor(tiling(resize_tensor(original, work), weights), size)
     mixed = mix_with_original(stylized, original, strength, preserve_color)
     return mixed[0].float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)

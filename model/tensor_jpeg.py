@@ -18,15 +18,13 @@ device instead of Pillow's Lanczos.
 """
 
 import threading
-import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 from PIL import ExifTags, Image
-from torch.nn import functional as F
 
-from model.imageio import DEFAULT_MAX_PIXELS, _open_checked, check_size, fitted_size
+from model.imageio import DEFAULT_MAX_PIXELS, _open_checked, check_size, fitted_size, resize_tensor
 
 # The codec pool's threads take turns on the GPU's codecs (each call is a few ms; no reliance on nvJPEG
 # handles being safe to share).
@@ -52,11 +50,8 @@ def _codec_lock(device: torch.device) -> AbstractContextManager:
 
 def resize_uint8(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(3, H, W) uint8 -> (3, height, width) uint8 for ``size`` = (width, height): antialiased bicubic."""
-    width, height = size
-    resized = F.interpolate(
-        pixels[None].float(), size=(height, width), mode="bicubic", antialias=True, align_corners=False
-    )
-    return resized[0].round_().clamp_(0, 255).to(torch.uint8)
+    resized = resize_tensor(pixels[None].float().div_(255), size)
+    return resized[0].mul_(255).round_().to(torch.uint8)
 
 
 def decode_jpeg_tensor(
@@ -78,11 +73,9 @@ def decode_jpeg_tensor(
     width, height = image.size
     upright = (width, height) if orientation <= 4 else (height, width)
     try:
-        with warnings.catch_warnings(), _codec_lock(device):
-            # A warning (a corrupt but readable file) is raised as an error: Pillow is the judge of those.
-            warnings.simplefilter("error")
+        with _codec_lock(device):
             pixels = decode_jpeg(data, mode="RGB", device=device)
-    except (RuntimeError, ValueError, UserWarning):
+    except (RuntimeError, ValueError):  # corrupt or truncated: Pillow decodes it or says what is wrong
         return None
     if tuple(pixels.shape) != (3, upright[1], upright[0]):
         return None
