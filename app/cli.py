@@ -154,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p = sub.add_parser(
+        "promote-styles",
+        help="make learned styles built-in styles of a bank (same network: styles learned on it still load)",
+    )
+    p.add_argument("--bank", type=Path, default=None, help="bank folder (default: the bundled model)")
+    p.add_argument("--learned", type=Path, nargs="+", required=True, help="learned-style files (<name>.safetensors)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the new bank (may be --bank itself)")
     p = sub.add_parser("evaluate", help="style/content losses per style vs the photo and the slow path; contact sheet")
     p.add_argument("--bank", type=Path, default=None)
     p.add_argument("--content", type=Path, required=True, help="held-out photos")
@@ -361,6 +368,19 @@ def _cmd_add_style(args) -> int:
     return add_style_cli(args)
 
 
+def _cmd_promote_styles(args) -> int:
+    from model.bank import add_learned_style, load_bank, load_learned_style, promote_learned_styles
+
+    bank = load_bank(args.bank)
+    for path in args.learned:
+        if not path.is_file():
+            raise CinstyleError(f"learned style {path} not found")
+        add_learned_style(bank, *load_learned_style(path))
+    out = promote_learned_styles(bank, args.out)
+    print(f"{out}: {len(bank.styles)} built-in styles (network fingerprint {bank.fingerprint[:16]})")
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from training.evaluate import evaluate_cli
 
@@ -386,6 +406,7 @@ COMMANDS = {
     "styles": _cmd_styles,
     "train": _cmd_train,
     "add-style": _cmd_add_style,
+    "promote-styles": _cmd_promote_styles,
     "evaluate": _cmd_evaluate,
     "serve": _cmd_serve,
     "worker": _cmd_worker,

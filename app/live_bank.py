@@ -151,7 +151,12 @@ class LiveBank:
         bank = _copy(self._base)
         for style in learned:
             if style.name in bank.style_names:
-                continue  # already in a bank that was handed in with it
+                # Already in a bank handed in with it, or since promoted to a built-in style of the checkpoint.
+                if bank.styles[bank.index(style.name)].kind == "builtin":
+                    log.warning(
+                        "learned style %s is not served: the checkpoint has a built-in style of that name", style.name
+                    )
+                continue
             try:
                 add_learned_style(bank, style.name, style.rows, style.fingerprint, style.metadata, style.painting)
             except BankFormatError as exc:

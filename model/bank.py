@@ -15,6 +15,15 @@ files, ``<name>.safetensors``, holding one gamma/beta row per norm layer, with
 their name and metadata in the safetensors header. `load_bank` appends them as
 extra rows.
 
+A learned style is tied to its bank by the bank's *network fingerprint*
+(`network_fingerprint`): the SHA-256 of every weight except the per-style
+gamma/beta rows, the only weights a learned row depends on. A bank that gains
+built-in rows (`promote_learned_styles`) keeps it, so styles learned on the
+smaller bank still load; retraining changes it. Learned styles written by earlier
+versions used the SHA-256 of the whole weights file instead: a bank accepts
+its own file's SHA-256 and those its manifest lists in
+``compatible_weights_sha256`` (the files it grew from).
+
 Crash safety (a kill -9 or a power cut at any moment):
 
 - every file is written by `atomic_write_bytes`: a temporary ``.<name>.*.tmp``
@@ -36,6 +45,7 @@ create / write / fsync / rename / unlink step of these writes, and does nothing
 unless a test replaces it (e.g. with one that kills the process at the N-th step).
 """
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -102,9 +112,17 @@ class StyleBank:
     config: TransformerConfig
     styles: list[StyleInfo]
     network: TransformerNet
-    fingerprint: str  # SHA-256 of the base weights file; learned rows are tied to it
+    fingerprint: str  # network_fingerprint of the base weights: learned rows are tied to it
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # Older learned styles' fingerprints this bank also accepts: the SHA-256 of its weights file and of the
+    # weights files it grew from (manifest "compatible_weights_sha256"), whose networks are the same.
+    compatible_fingerprints: frozenset[str] = frozenset()
+    weights_sha256: str = ""  # of the weights file as loaded ("" for a bank built in memory)
+
+    def accepts(self, base_fingerprint: str) -> bool:
+        """Whether a learned style fitted to ``base_fingerprint`` fits this bank's network."""
+        return base_fingerprint == self.fingerprint or base_fingerprint in self.compatible_fingerprints
 
     @property
     def style_names(self) -> list[str]:
@@ -112,6 +130,29 @@ class StyleBank:
 
     def index(self, name: str) -> int:
         return self.style_names.index(name)
+
+
+STYLE_ROW_SUFFIXES = (".gamma", ".beta")  # the per-style rows of a state dict; everything else is shared
+
+
+def is_style_row_key(key: str) -> bool:
+    return key.endswith(STYLE_ROW_SUFFIXES)
+
+
+def network_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a bank's shared weights: every tensor's name, dtype, shape and bytes, but only the
+    width of the per-style gamma/beta rows (not how many there are nor their values).
+
+    A learned row depends on nothing else, so a bank that gains or loses style rows keeps its fingerprint."""
+    digest = hashlib.sha256(b"cinstyle-network-fingerprint-v1\n")
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        if is_style_row_key(key):
+            digest.update(json.dumps([key, str(tensor.dtype), list(tensor.shape[1:])]).encode() + b"\n")
+            continue
+        digest.update(json.dumps([key, str(tensor.dtype), list(tensor.shape)]).encode() + b"\n")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -217,8 +258,12 @@ def save_bank(
     network: TransformerNet,
     styles: Iterable[StyleInfo],
     provenance: dict[str, Any] | None = None,
+    compatible_weights_sha256: Iterable[str] = (),
 ) -> Path:
     """Write ``network`` and its style list as a bank folder; returns the folder.
+
+    ``compatible_weights_sha256``: the weights files' SHA-256 this bank grew from (same network), whose learned
+    styles, written by earlier versions with that fingerprint, it should still accept.
 
     Atomic as a whole (see the module docstring): the new weights go to
     ``weights-<sha256[:16]>.safetensors``, then ``manifest.json`` is replaced to name them, then the
@@ -248,6 +293,9 @@ def save_bank(
         "weights_sha256": digest,
         "provenance": provenance or {},
     }
+    compatible = sorted(set(compatible_weights_sha256) - {digest})
+    if compatible:
+        manifest["compatible_weights_sha256"] = compatible
     atomic_write_bytes(bank_dir / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())  # the commit point
     removed = False
     for entry in sorted(bank_dir.iterdir()):
@@ -333,7 +381,7 @@ def load_bank(
     for attempt in range(3):
         raw, manifest = _read_manifest(bank_dir)
         try:
-            weights_path, state, fingerprint = _read_weights(bank_dir, manifest)
+            weights_path, state, weights_sha256 = _read_weights(bank_dir, manifest)
             break
         except BankFormatError:
             # A save_bank that replaced the manifest (and deleted the old weights) while we read: read again.
@@ -361,13 +409,18 @@ def load_bank(
     except RuntimeError as exc:
         raise BankFormatError(f"{weights_path} does not fit the manifest's architecture: {exc}") from exc
 
+    compatible = manifest.get("compatible_weights_sha256", [])
+    if not isinstance(compatible, list) or not all(isinstance(c, str) for c in compatible):
+        raise BankFormatError(f"{bank_dir / MANIFEST_FILE}: compatible_weights_sha256 must be a list of strings")
     bank = StyleBank(
         config=config,
         styles=styles,
         network=network,
-        fingerprint=fingerprint,
+        fingerprint=network_fingerprint(state),
         provenance=manifest.get("provenance", {}),
         path=bank_dir,
+        compatible_fingerprints=frozenset([weights_sha256, *compatible]),
+        weights_sha256=weights_sha256,
     )
     if learned_dir is not None:
         for learned_path in sorted(Path(learned_dir).glob("*.safetensors")):
@@ -506,7 +559,7 @@ def add_learned_style(
     painting: bytes | None = None,
 ) -> None:
     """Append a learned style as a new row of every norm layer of ``bank.network``."""
-    if base_fingerprint != bank.fingerprint:
+    if not bank.accepts(base_fingerprint):
         raise BankFormatError(f"learned style {name!r} was fitted to a different bank (fingerprint mismatch)")
     if name in bank.style_names:
         raise BankFormatError(f"style {name!r} is already in the bank")
@@ -525,6 +578,29 @@ def add_learned_style(
     grown.eval().requires_grad_(False)
     bank.network, bank.config = grown, config
     bank.styles.append(StyleInfo(name=name, kind="learned", metadata=metadata or {}, painting=painting))
+
+
+def promote_learned_styles(bank: StyleBank, bank_dir: Path | str, provenance: dict[str, Any] | None = None) -> Path:
+    """Save ``bank`` with its learned styles (rows already merged) as built-in styles, as a bank folder.
+
+    The network is unchanged but for the new rows, so the saved bank keeps ``bank``'s network fingerprint
+    and lists the weights files it grew from as compatible: styles users learned on ``bank`` still load.
+    """
+    styles = [
+        dataclasses.replace(s, kind="builtin", metadata={**s.metadata, "promoted_from_learned": True})
+        if s.kind == "learned"
+        else s
+        for s in bank.styles
+    ]
+    promoted = [s.name for s in bank.styles if s.kind == "learned"]
+    history = [*bank.provenance.get("promoted_styles", []), {"styles": promoted, "grew_from": bank.weights_sha256}]
+    return save_bank(
+        bank_dir,
+        bank.network,
+        styles,
+        provenance={**bank.provenance, **(provenance or {}), "promoted_styles": history},
+        compatible_weights_sha256=bank.compatible_fingerprints - {""},
+    )
 
 
 def remove_style(bank: StyleBank, name: str) -> None:

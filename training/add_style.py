@@ -288,7 +288,7 @@ def add_style_cli(args) -> int:
 
     from model.bank import load_bank, save_learned_style, sha256_file
     from model.errors import CinstyleError
-    from model.imageio import image_to_tensor, load_image_file
+    from model.imageio import image_to_tensor, load_image_file, thumbnail_jpeg
     from model.vgg import load_vgg19
     from training.data import list_content_images, load_images, photo_load_side
     from training.distributed import resolve_device
@@ -318,7 +318,8 @@ def add_style_cli(args) -> int:
     else:
         content = default_content_images()
         content_source = "scikit-image sample photos: " + ", ".join(DEFAULT_CONTENT_PHOTOS)
-    style = image_to_tensor(load_image_file(args.style, max_side=config.style_size)).to(device)
+    painting = load_image_file(args.style, max_side=config.style_size)
+    style = image_to_tensor(painting).to(device)
     out = _output_path(args.out, name)
 
     # A bar with ETA on a terminal; none on a pipe or in a log (disable=None), where it would be a stream of updates.
@@ -331,7 +332,7 @@ def add_style_cli(args) -> int:
     metadata = learned_style_metadata(
         sha256_file(args.style), config, source_file=args.style.name, content=content_source
     )
-    save_learned_style(out, name, rows, bank.fingerprint, metadata=metadata)
+    save_learned_style(out, name, rows, bank.fingerprint, metadata=metadata, painting=thumbnail_jpeg(painting))
     print(str(out))
     return 0
 

@@ -106,3 +106,23 @@ def test_refresh_follows_a_store_another_process_changed(tmp_path):
     assert other.refresh() is True and other.current.names[-1] == "delta" and changed == [{"delta"}]
     live.remove("delta")
     assert other.refresh() is True and "delta" not in other.current.names and changed[-1] == {"delta"}
+
+
+def test_a_learned_style_promoted_into_the_checkpoint_is_served_as_the_built_in(tmp_path, caplog):
+    from model.bank import add_learned_style, promote_learned_styles
+
+    bank, store, live = _live(tmp_path)
+    live.commit_learned(LearnedStyle("delta", _new_row(bank), bank.fingerprint))
+    live.commit_learned(LearnedStyle("epsilon", _new_row(bank, 2), bank.weights_sha256))  # an older version's tie
+    promoted_row = _new_row(bank, 0, 0.5)
+    grown = load_bank(tmp_path / "bank")
+    add_learned_style(grown, "delta", promoted_row, grown.fingerprint)
+    promote_learned_styles(grown, tmp_path / "grown")
+
+    with caplog.at_level("WARNING", logger="app.live_bank"):
+        restarted = LiveBank(load_bank(tmp_path / "grown"), store, TorchRunner)
+    assert restarted.current.names == ("alpha", "beta", "gamma", "delta", "epsilon")
+    assert restarted.info("delta").kind == "builtin" and restarted.info("epsilon").kind == "learned"
+    served = style_rows(restarted.current.bank.network, 3)
+    assert all(torch.equal(served[key], promoted_row[key]) for key in promoted_row)  # the checkpoint's row
+    assert "delta is not served" in caplog.text

@@ -20,6 +20,8 @@ from model.bank import (
     bank_weights_path,
     load_bank,
     load_learned_style,
+    network_fingerprint,
+    promote_learned_styles,
     remove_file_durably,
     remove_style,
     save_bank,
@@ -159,7 +161,7 @@ def test_weights_are_named_by_their_content(tiny_bank):
     manifest = json.loads((tiny_bank / MANIFEST_FILE).read_text())
     weights = bank_weights_path(tiny_bank)
     assert weights.name == manifest["weights_file"] == f"weights-{manifest['weights_sha256'][:16]}.safetensors"
-    assert bank_module.sha256_file(weights) == manifest["weights_sha256"] == load_bank(tiny_bank).fingerprint
+    assert bank_module.sha256_file(weights) == manifest["weights_sha256"] == load_bank(tiny_bank).weights_sha256
 
 
 def test_a_new_save_deletes_the_old_weights_and_strays_but_nothing_else(tiny_bank):
@@ -415,3 +417,78 @@ def test_bundled_bank_ships_a_thumbnail_of_every_painting():
     for style in bank.styles:
         assert style.painting is not None, style.name
         assert max(Image.open(io.BytesIO(style.painting)).size) <= 256, style.name
+
+
+# -- the network fingerprint: what a learned style is tied to ------------------------------------------------------
+
+
+def test_network_fingerprint_ignores_style_rows_but_not_shared_weights(tmp_path):
+    network = make_tiny_network()
+    state = network.state_dict()
+    fingerprint = network_fingerprint(state)
+    more_rows = {k: torch.cat([v, v[:1] + 1]) if k.endswith((".gamma", ".beta")) else v for k, v in state.items()}
+    other_rows = {k: v + 1 if k.endswith((".gamma", ".beta")) else v for k, v in state.items()}
+    assert network_fingerprint(more_rows) == network_fingerprint(other_rows) == fingerprint
+    conv_key = next(k for k in state if k.endswith("conv.weight"))
+    nudged = dict(state)
+    nudged[conv_key] = state[conv_key].clone()
+    nudged[conv_key].view(-1)[0] += 1e-6  # one weight, one ulp-scale change
+    assert network_fingerprint(nudged) != fingerprint
+    assert network_fingerprint({**state, conv_key: state[conv_key].double()}) != fingerprint  # dtype counts
+    save_bank(tmp_path / "bank", network, [StyleInfo(n) for n in TINY_STYLES])
+    assert load_bank(tmp_path / "bank").fingerprint == fingerprint
+
+
+def test_promoted_styles_become_built_in_and_keep_every_learned_style_loading(tiny_bank, tmp_path):
+    bank = load_bank(tiny_bank)
+    rows = {k: v * 0.5 + 0.1 for k, v in style_rows(bank.network, 2).items()}
+    painting = _thumbnail((200, 30, 30))
+    # Learned before the promotion: one by this version (network fingerprint), one by an earlier version (tied to
+    # the SHA-256 of the weights file), and one for another network.
+    users = tmp_path / "users"
+    save_learned_style(users / "mine.safetensors", "mine", style_rows(bank.network, 0), bank.fingerprint)
+    save_learned_style(users / "older.safetensors", "older", style_rows(bank.network, 1), bank.weights_sha256)
+    save_learned_style(users / "alien.safetensors", "alien", style_rows(bank.network, 1), "f" * 64)
+    save_learned_style(tmp_path / "new" / "fresh.safetensors", "fresh", rows, bank.fingerprint, {"k": 1}, painting)
+
+    add_learned_style(bank, *load_learned_style(tmp_path / "new" / "fresh.safetensors"))
+    expected = _outputs(bank.network, index=3)
+    promote_learned_styles(bank, tmp_path / "grown")
+
+    grown = load_bank(tmp_path / "grown", learned_dir=users)
+    assert grown.style_names == [*TINY_STYLES, "fresh", "mine", "older"]  # "alien" skipped
+    assert [s.kind for s in grown.styles] == ["builtin"] * 4 + ["learned"] * 2
+    fresh = grown.styles[3]
+    assert fresh.painting == painting and fresh.metadata["k"] == 1 and fresh.metadata["promoted_from_learned"]
+    assert grown.fingerprint == bank.fingerprint and grown.weights_sha256 != bank.weights_sha256
+    assert torch.equal(_outputs(grown.network, index=3), expected)  # the promoted row serves the same pixels
+    for index in range(3):  # and the old built-ins are untouched
+        assert torch.equal(_outputs(grown.network, index), _outputs(load_bank(tiny_bank).network, index))
+    manifest = json.loads((tmp_path / "grown" / MANIFEST_FILE).read_text())
+    assert manifest["compatible_weights_sha256"] == [load_bank(tiny_bank).weights_sha256]
+    assert manifest["provenance"]["promoted_styles"][-1]["styles"] == ["fresh"]
+    with pytest.raises(InvalidParameterError, match="built in"):
+        remove_style(grown, "fresh")
+
+    # Grown again from the grown bank: it still accepts the first file's learned styles.
+    save_learned_style(tmp_path / "new2" / "second.safetensors", "second", rows, grown.fingerprint)
+    again = load_bank(tmp_path / "grown")
+    add_learned_style(again, *load_learned_style(tmp_path / "new2" / "second.safetensors"))
+    promote_learned_styles(again, tmp_path / "grown2")
+    assert load_bank(tmp_path / "grown2", learned_dir=users).style_names[-2:] == ["mine", "older"]
+
+
+def test_a_bad_compatible_list_is_refused(tiny_bank):
+    manifest = json.loads((tiny_bank / MANIFEST_FILE).read_text())
+    manifest["compatible_weights_sha256"] = "abc"
+    (tiny_bank / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BankFormatError, match="compatible_weights_sha256"):
+        load_bank(tiny_bank)
+
+
+def _outputs(network, index):
+    image = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(3))
+    weights = torch.zeros(1, network.config.n_styles)
+    weights[0, index] = 1
+    with torch.no_grad():
+        return network(image, weights)

@@ -1,9 +1,11 @@
 """Learning one new style into a bank: only a new gamma/beta row changes."""
 
+import io
 import threading
 
 import pytest
 import torch
+from PIL import Image
 
 from app.cli import main as cli_main
 from model.bank import load_bank, load_learned_style, save_learned_style, style_rows
@@ -195,10 +197,22 @@ def test_add_style_command_writes_a_learned_file_that_merges(tmp_path, capsys):
     meta = merged.styles[-1].metadata
     assert meta["training_steps"] == 1 and len(meta["source_sha256"]) == 64
     assert meta["loss_weights"] == {"content": 1.0, "style": 3.0, "tv": 0.1}  # the bank's own weights
+    thumbnail = Image.open(io.BytesIO(merged.styles[-1].painting))
+    assert thumbnail.format == "JPEG" and max(thumbnail.size) <= 256  # the painting rides along, small
 
     code = cli_main(["add-style", "--bank", str(bank_dir), "--style", str(style_file), "--name", "first"])
     assert code == 2
     assert "already in the bank" in capsys.readouterr().err
+
+    # Promoted into the bank folder itself: a built-in style from now on, with its thumbnail in paintings/.
+    code = cli_main(["promote-styles", "--bank", str(bank_dir), "--learned", str(written), "--out", str(bank_dir)])
+    assert code == 0 and "4 built-in styles" in capsys.readouterr().out
+    promoted = load_bank(bank_dir)
+    assert promoted.style_names == merged.style_names and {s.kind for s in promoted.styles} == {"builtin"}
+    assert (bank_dir / "paintings" / "my_painting.jpg").read_bytes() == merged.styles[-1].painting
+    assert promoted.fingerprint == merged.fingerprint
+    code = cli_main(["promote-styles", "--bank", str(bank_dir), "--learned", str(written), "--out", str(bank_dir)])
+    assert code == 2 and "already in the bank" in capsys.readouterr().err
 
 
 def test_add_style_output_file_must_carry_the_style_name(tmp_path):
