@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank", type=Path, default=None, help="bank folder (default: the bundled model)")
     p.add_argument("--learned", type=Path, nargs="+", required=True, help="learned-style files (<name>.safetensors)")
     p.add_argument("--out", type=Path, required=True, help="folder for the new bank (may be --bank itself)")
+    p.add_argument("--note", default=None, help="how the styles were learned, kept in the manifest's provenance")
     p = sub.add_parser("evaluate", help="style/content losses per style vs the photo and the slow path; contact sheet")
     p.add_argument("--bank", type=Path, default=None)
     p.add_argument("--content", type=Path, required=True, help="held-out photos")
@@ -376,7 +377,7 @@ def _cmd_promote_styles(args) -> int:
         if not path.is_file():
             raise CinstyleError(f"learned style {path} not found")
         add_learned_style(bank, *load_learned_style(path))
-    out = promote_learned_styles(bank, args.out)
+    out = promote_learned_styles(bank, args.out, note=args.note)
     print(f"{out}: {len(bank.styles)} built-in styles (network fingerprint {bank.fingerprint[:16]})")
     return 0
 

@@ -580,7 +580,7 @@ def add_learned_style(
     bank.styles.append(StyleInfo(name=name, kind="learned", metadata=metadata or {}, painting=painting))
 
 
-def promote_learned_styles(bank: StyleBank, bank_dir: Path | str, provenance: dict[str, Any] | None = None) -> Path:
+def promote_learned_styles(bank: StyleBank, bank_dir: Path | str, note: str | None = None) -> Path:
     """Save ``bank`` with its learned styles (rows already merged) as built-in styles, as a bank folder.
 
     The network is unchanged but for the new rows, so the saved bank keeps ``bank``'s network fingerprint
@@ -593,12 +593,13 @@ def promote_learned_styles(bank: StyleBank, bank_dir: Path | str, provenance: di
         for s in bank.styles
     ]
     promoted = [s.name for s in bank.styles if s.kind == "learned"]
-    history = [*bank.provenance.get("promoted_styles", []), {"styles": promoted, "grew_from": bank.weights_sha256}]
+    entry = {"styles": promoted, "grew_from": bank.weights_sha256, **({"note": note} if note else {})}
+    history = [*bank.provenance.get("promoted_styles", []), entry]
     return save_bank(
         bank_dir,
         bank.network,
         styles,
-        provenance={**bank.provenance, **(provenance or {}), "promoted_styles": history},
+        provenance={**bank.provenance, "promoted_styles": history},
         compatible_weights_sha256=bank.compatible_fingerprints - {""},
     )
 

@@ -205,14 +205,17 @@ def test_add_style_command_writes_a_learned_file_that_merges(tmp_path, capsys):
     assert "already in the bank" in capsys.readouterr().err
 
     # Promoted into the bank folder itself: a built-in style from now on, with its thumbnail in paintings/.
-    code = cli_main(["promote-styles", "--bank", str(bank_dir), "--learned", str(written), "--out", str(bank_dir)])
-    assert code == 0 and "4 built-in styles" in capsys.readouterr().out
+    promote = ["promote-styles", "--bank", str(bank_dir), "--learned", str(written), "--out", str(bank_dir)]
+    assert cli_main([*promote, "--note", "one step on two photos"]) == 0
+    assert "4 built-in styles" in capsys.readouterr().out
     promoted = load_bank(bank_dir)
     assert promoted.style_names == merged.style_names and {s.kind for s in promoted.styles} == {"builtin"}
     assert (bank_dir / "paintings" / "my_painting.jpg").read_bytes() == merged.styles[-1].painting
     assert promoted.fingerprint == merged.fingerprint
-    code = cli_main(["promote-styles", "--bank", str(bank_dir), "--learned", str(written), "--out", str(bank_dir)])
-    assert code == 2 and "already in the bank" in capsys.readouterr().err
+    assert promoted.provenance["promoted_styles"] == [
+        {"styles": ["my_painting"], "grew_from": merged.weights_sha256, "note": "one step on two photos"}
+    ]
+    assert cli_main(promote) == 2 and "already in the bank" in capsys.readouterr().err
 
 
 def test_add_style_output_file_must_carry_the_style_name(tmp_path):
