@@ -143,7 +143,7 @@ def test_every_operation_documents_its_error_statuses(schema):
 
 def test_every_style_name_in_the_examples_is_in_the_bundled_bank(schema):
     bank = BUNDLED_STYLES
-    assert len(bank) == 16
+    assert len(bank) == 22
     specs = [example["value"] for example in parameter(schema, "post", "/v1/stylize", "style")["examples"].values()]
     for text in strings(schema):  # curl lines and blends quoted in descriptions
         specs += re.findall(r"[?&]style=([a-z0-9_.:,-]+)", text)

@@ -201,7 +201,7 @@ def test_gallery_shows_every_style_with_its_painting(watch, server):
         arg=len(expected),
     )
     assert page.locator(".badge.builtin").count() == len(expected)
-    assert "Ready: 16 styles" in page.text_content("#server-status")
+    assert "Ready: 22 styles" in page.text_content("#server-status")
     watch.check_clean()
 
 

@@ -208,8 +208,8 @@ def test_a_legacy_bank_loads_and_a_new_save_replaces_its_weights(tiny_bank):
 
 
 def test_the_bundled_bank_is_its_manifest_and_the_weights_it_names():
-    # Today its manifest names the legacy weights.safetensors; a retrained bank copied in names its own
-    # weights-<hash> file. Either way nothing else may ship in the package (no stale weights, no .tmp)
+    # Since the six promoted styles its manifest names a weights-<hash> file (before: the legacy
+    # weights.safetensors). Either way nothing else may ship in the package (no stale weights, no .tmp)
     # beside the paintings' thumbnails, one per style.
     assert bank_weights_path(DEFAULT_BANK_DIR).is_file()
     assert sorted(p.name for p in DEFAULT_BANK_DIR.iterdir()) == sorted(
@@ -492,3 +492,12 @@ def _outputs(network, index):
     weights[0, index] = 1
     with torch.no_grad():
         return network(image, weights)
+
+
+def test_the_bundled_bank_still_accepts_styles_learned_on_its_16_style_predecessor(tmp_path):
+    # Users' learned styles from before the promotion carry the SHA-256 of the old weights file.
+    bank = load_bank(DEFAULT_BANK_DIR)
+    assert len(bank.styles) == 22 and {s.kind for s in bank.styles} == {"builtin"}
+    old_file_sha = "23084660a51b6a81d405e940082f87c217c253812b11024f0cdd540cda685fbc"
+    save_learned_style(tmp_path / "mine.safetensors", "mine", style_rows(bank.network, 0), old_file_sha)
+    assert load_bank(DEFAULT_BANK_DIR, learned_dir=tmp_path).style_names[-1] == "mine"

@@ -24,15 +24,23 @@ def _photo(size: int = 64) -> torch.Tensor:
     return rgb.clamp(0, 1).unsqueeze(0)
 
 
-def test_at_least_16_readable_styles_and_a_described_training(bank):
-    assert len(bank.style_names) >= 16
+def test_all_22_paintings_readable_and_a_described_training(bank):
+    assert len(bank.style_names) == 22
     for name in bank.style_names:
         assert validate_style_name(name) == name and "_" in name  # painter_title
     manifest = json.loads((DEFAULT_BANK_DIR / "manifest.json").read_text())
     provenance = manifest["provenance"]
     assert provenance["steps"] >= 1000
     assert provenance["train_config"]["styles"] and provenance["machine"]["cpus"] >= 1
-    assert all(style["training_steps"] == provenance["steps"] for style in manifest["styles"])
+    # Trained jointly, or learned as a row on that network and promoted, with the record of how.
+    promoted = {name for entry in provenance["promoted_styles"] for name in entry["styles"]}
+    assert len(promoted) == 6 and all("add-style" in entry["note"] for entry in provenance["promoted_styles"])
+    for style in manifest["styles"]:
+        if style["name"] in promoted:
+            assert style["promoted_from_learned"] and style["training_steps"] >= 100, style["name"]
+            assert style["learned_with"] == "cinstyle add-style" and len(style["source_sha256"]) == 64
+        else:
+            assert style["training_steps"] == provenance["steps"], style["name"]
 
 
 def test_styles_give_clearly_different_pictures(bank):
