@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LEARNED_DIR = Path("learned")
 
 
-INIT_CHOICES = ("nearest", "blend", "mean")
+INIT_CHOICES = ("nearest", "mean")
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,13 @@ class AddStyleConfig:
     content_layer: str = CONTENT_LAYER
     seed: int = 0
     # Where the new row starts: "nearest" = the bank style whose output is already closest
-    # to the painting (by the same objective, on a few crops); "blend" = the best of that, the runner-up and
-    # their 25/50/75 % row blends; "mean" = the average row.
+    # to the painting (by the same objective, on a few crops); "mean" = the average row.
     init: str = "nearest"
-    probe_crops: int = 4  # crops the start is chosen on (drawn apart from the training crops)
 
     def __post_init__(self) -> None:
         if self.init not in INIT_CHOICES:
             raise ValueError(f"init must be one of {', '.join(INIT_CHOICES)}, got {self.init!r}")
-        for name in ("steps", "batch_size", "image_size", "style_size", "probe_crops"):
+        for name in ("steps", "batch_size", "image_size", "style_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -129,31 +127,6 @@ def nearest_style_index(
     return min(range(n_styles), key=scores.__getitem__), scores
 
 
-@torch.no_grad()
-def _best_blend(
-    bank: StyleBank,
-    pair: tuple[int, int],
-    best_score: float,
-    loss_network: VGG19Features,
-    probe: torch.Tensor,
-    grams: dict[str, torch.Tensor],
-    config: "AddStyleConfig",
-) -> tuple[dict[str, torch.Tensor], str]:
-    """The rows (and a description) of the best of style ``pair[0]`` and its 25/50/75 % blends with ``pair[1]``."""
-    first, second = (bank_rows(bank.network, i) for i in pair)
-    best = (best_score, first, bank.style_names[pair[0]])
-    for share in (0.75, 0.5, 0.25):
-        rows = {key: share * first[key] + (1 - share) * second[key] for key in first}
-        output = _single_style_network(bank.network, rows)(probe, torch.ones(len(probe), 1, device=probe.device))
-        _, terms = transfer_loss(
-            loss_network, output, probe, grams, config.loss_weights, config.style_layers, config.content_layer
-        )
-        if terms["total"] < best[0]:
-            names = bank.style_names
-            best = (terms["total"], rows, f"{names[pair[0]]}:{share:g},{names[pair[1]]}:{1 - share:g}")
-    return best[1], best[2]
-
-
 def _single_style_network(network: TransformerNet, rows: dict[str, torch.Tensor]) -> TransformerNet:
     """A copy of ``network``'s convolutions with one style row (``rows``); only the rows train."""
     config = TransformerConfig.from_dict({**network.config.to_dict(), "n_styles": 1})
@@ -200,16 +173,12 @@ def learn_style(
     style = downscale_tensor(style.detach().to(device=device, dtype=torch.float32).clamp(0, 1), config.style_size)
     grams = target_grams(loss_network, style, layers)
     crops = ContentCrops(content, config.image_size, config.resize_range)
-    if config.init in ("nearest", "blend"):
+    if config.init == "nearest":
         # Scored on crops the steps below never draw (another seed stream), so the choice does not overfit them.
-        probe = crops.batch(config.probe_crops, step_generator(config.seed, 1, 0)).to(device)
-        index, scores = nearest_style_index(bank.network, loss_network, probe, grams, config)
+        probe = crops.batch(config.batch_size, step_generator(config.seed, 1, 0)).to(device)
+        index, _ = nearest_style_index(bank.network, loss_network, probe, grams, config)
         start_rows = bank_rows(bank.network, index)
-        start = bank.style_names[index]
-        if config.init == "blend" and bank.config.n_styles > 1:
-            second = sorted(range(len(scores)), key=scores.__getitem__)[1]
-            start_rows, start = _best_blend(bank, (index, second), scores[index], loss_network, probe, grams, config)
-        log.info("add-style %s starts from %s", name, start)
+        log.info("add-style %s starts from the nearest bank style %s", name, bank.style_names[index])
     else:
         start_rows = mean_rows(bank.network)
     network = _single_style_network(bank.network, start_rows)
