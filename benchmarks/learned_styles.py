@@ -36,6 +36,18 @@ from benchmarks.load import git_commit
 REPO = Path(__file__).resolve().parents[1]
 
 
+class _StartRecorder(logging.Handler):
+    """Keeps the start style `training.add_style.learn_style` logs for each learned name."""
+
+    def __init__(self, starts: dict[str, str]) -> None:
+        super().__init__(logging.INFO)
+        self.starts = starts
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "starts from" in str(record.msg) and isinstance(record.args, tuple) and len(record.args) == 2:
+            self.starts[str(record.args[0])] = str(record.args[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     from app.settings import Settings
     from model.bank import DEFAULT_BANK_DIR, load_bank, save_learned_style, sha256_file
@@ -81,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(message)s")
     logging.getLogger("training.add_style").setLevel(logging.INFO)  # which bank style each one starts from
+    starts: dict[str, str] = {}  # learned name -> the bank style it started from, read off that log line
+    logging.getLogger("training.add_style").addHandler(_StartRecorder(starts))
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -130,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = learn_style(bank, image, name, loss_network, learn_content, config)
         seconds = time.perf_counter() - started
         save_learned_style(learned_dir / f"{name}.safetensors", name, rows, bank.fingerprint, metadata={})
-        learned.append({"name": name, "painting": painting.name, "learn_seconds": round(seconds, 1)})
+        entry = {"name": name, "painting": painting.name, "starts_from": starts.get(name)}
+        learned.append({**entry, "learn_seconds": round(seconds, 1)})
         print(f"learned {name} in {seconds:.0f} s", flush=True)
 
     merged = load_bank(args.bank, learned_dir=learned_dir)

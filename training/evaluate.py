@@ -599,6 +599,7 @@ def evaluate_cli(args) -> int:
         {
             "bank": str(bank.path),
             "bank_fingerprint": bank.fingerprint,
+            "bank_weights_sha256": bank.weights_sha256,
             "style_files": [str(f) for f in style_files],
             "device": str(device),
         }
