@@ -133,7 +133,7 @@ def start_server(bank_dir: Path, workdir: Path, args: argparse.Namespace) -> tup
         "CINSTYLE_BACKEND": args.backend,
         "CINSTYLE_MAX_OUTPUT_SIDE": str(max(args.size, 16)),
         "CINSTYLE_MAX_WAITING": str(max(args.concurrency) * 2),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
     }
     if args.server_concurrency:
         env["CINSTYLE_CONCURRENCY"] = str(args.server_concurrency)

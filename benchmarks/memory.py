@@ -71,7 +71,7 @@ class Server:
                 "CINSTYLE_CHECKPOINT": str(DEFAULT_BANK_DIR),
                 "CINSTYLE_DATA_DIR": str(workdir / "data"),
                 "CINSTYLE_DEVICE": "cpu",
-                "PYTHONPATH": str(repo),
+                "PYTHONPATH": os.pathsep.join(filter(None, (str(repo), os.environ.get("PYTHONPATH")))),
                 **env_extra,
             }
         )
