@@ -565,7 +565,7 @@ def add_learned_style(
         raise BankFormatError(f"style {name!r} is already in the bank")
     network = bank.network
     state = network.state_dict()
-    row_keys = {k for k in state if k.endswith((".gamma", ".beta"))}
+    row_keys = {k for k in state if is_style_row_key(k)}
     if set(rows) != row_keys:
         raise BankFormatError(f"learned style {name!r} does not have one row per norm layer of this bank")
     for key in row_keys:
@@ -610,7 +610,7 @@ def remove_style(bank: StyleBank, name: str) -> None:
     if bank.styles[index].kind != "learned":
         raise InvalidParameterError(f"style {name!r} is built in and cannot be removed")
     state = bank.network.state_dict()
-    for key in [k for k in state if k.endswith((".gamma", ".beta"))]:
+    for key in [k for k in state if is_style_row_key(k)]:
         state[key] = torch.cat([state[key][:index], state[key][index + 1 :]])
     config = TransformerConfig.from_dict({**bank.config.to_dict(), "n_styles": bank.config.n_styles - 1})
     shrunk = TransformerNet(config).to(next(bank.network.parameters()).device)
