@@ -102,6 +102,12 @@ def work_size(size: tuple[int, int], style_scale: float, max_work_side: int = MA
     return max(min(width, 16), round(width * factor)), max(min(height, 16), round(height * factor))
 
 
+def _tiling_and_weights(runner: "TransformerNet | Runner", style_weights: torch.Tensor):
+    """The tiling runner around ``runner`` and the style weights on its device and dtype."""
+    tiling = as_tiling_runner(as_runner(runner))
+    return tiling, style_weights.to(device=tiling.device, dtype=tiling.dtype)
+
+
 @torch.inference_mode()
 def stylize_image(
     runner: "TransformerNet | Runner",
@@ -118,8 +124,7 @@ def stylize_image(
     1 / style_scale (its strokes have a fixed size in pixels, so relative to the picture
     they grow with style_scale), and the result is resized back (Lanczos down, bicubic up)."""
     strength, style_scale = check_strength(strength), check_style_scale(style_scale)
-    tiling = as_tiling_runner(as_runner(runner))
-    weights = style_weights.to(device=tiling.device, dtype=tiling.dtype)
+    tiling, weights = _tiling_and_weights(runner, style_weights)
     size = image.size
     work = work_size(size, style_scale, max_work_side)
     if work == size:
@@ -156,8 +161,7 @@ def stylize_pixels_tensor(
     The image is held in float on the device (on a GPU, where this runs, that is small against its memory);
     larger than a tile, it still goes through in tiles with whole-image statistics."""
     strength, style_scale = check_strength(strength), check_style_scale(style_scale)
-    tiling = as_tiling_runner(as_runner(runner))
-    weights = style_weights.to(device=tiling.device, dtype=tiling.dtype)
+    tiling, weights = _tiling_and_weights(runner, style_weights)
     original = pixels.to(tiling.device).unsqueeze(0).to(tiling.dtype).div_(255)
     size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
     work = work_size(size, style_scale, max_work_side)
